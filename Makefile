@@ -1,0 +1,23 @@
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo bench arm64-check clean
+
+$(STAMP): pyproject.toml
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -e '.[train,camera,dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PYTHON) -m pytest -q
+
+demo: $(STAMP)
+	$(PYTHON) scripts/demo.py
+
+arm64-check:
+	bash scripts/arm64_check.sh
+
+clean:
+	rm -rf $(VENV) demo_output

@@ -1,0 +1,319 @@
+"""The pipeline: image or frame -> resize (edge.image, as the trainer) -> normalise -> invoke -> top-k.
+
+`run(options, ...)` is everything `edge-classify` does; the CLI only prints what it reports.
+Stream frames (camera, video) get per-stage timing, smoothing, annotation, saving and display.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+import logging
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import UserError
+from .image import ImageError, load_rgb, resize_rgb
+from .model import Model, load_model
+from .sources import VideoSource, image_files, open_camera
+
+logger = logging.getLogger(__name__)
+
+UNKNOWN_LABEL = "unknown"  # reported when the top score is below --threshold
+STATS_WINDOW_FRAMES = 30  # FPS and stage times are averaged over this many stream frames
+LIVE_SAVE_FPS = 10.0  # frame rate written to --save for a live camera, which announces none reliably
+WINDOW_TITLE = "edge-classify"
+QUIT_KEYS = (ord("q"), 27)  # q or Esc closes the --display window
+TEXT_COLOR = (0, 255, 0)  # BGR
+TEXT_OUTLINE = (0, 0, 0)
+TEXT_SCALE = 0.6  # OpenCV font scale, ~14 px tall
+TEXT_LINE_HEIGHT = 22  # px
+
+
+@dataclass
+class ClassifyOptions:
+    """What `edge-classify` does; each field is one flag."""
+
+    inputs: list[Path] = field(default_factory=list)  # image files and folders (recursive)
+    camera: str | None = None  # OpenCV index "0", a video file, a stream URL, or "picamera"
+    model: Path | None = None  # None: retrain_output/model.tflite, then model.tflite
+    labels: Path | None = None  # None: the model's metadata, then labels.txt beside the model
+    num_threads: int | None = None  # None: os.cpu_count()
+    input_mean: float | None = None  # None: the model's metadata, then 127.5
+    input_std: float | None = None
+    top_k: int = 3
+    threshold: float = 0.0  # a top score below this is reported as UNKNOWN_LABEL
+    max_frames: int | None = None  # stop after this many images or frames
+    smooth: int = 1  # average scores over the last N stream frames
+    save: Path | None = None  # write annotated stream frames to this video file
+    display: bool = False  # show annotated stream frames in a window
+
+
+@dataclass
+class Result:
+    """The classification of one image or frame."""
+
+    source: str  # file path, or the camera as given
+    frame: int  # index in the stream; 0 for a file
+    time: float  # seconds since the epoch when the image was read
+    label: str  # top label, or UNKNOWN_LABEL below the threshold
+    top_k: list[tuple[str, float]]  # (label, score), best first
+    latency_ms: float  # preprocess + inference + top-k, for this image
+
+    def to_json(self) -> dict:
+        return {"source": self.source, "frame": self.frame, "time": round(self.time, 3), "label": self.label,
+                "top_k": [{"label": label, "score": round(score, 6)} for label, score in self.top_k],
+                "latency_ms": round(self.latency_ms, 3)}
+
+
+@dataclass
+class StageTimes:
+    """Mean time per frame in each stage over some frames, and the frame rate."""
+
+    frames: int = 0
+    seconds: float = 0.0  # wall time over these frames
+    capture_ms: float = 0.0  # reading or decoding
+    preprocess_ms: float = 0.0  # colour conversion, resize, normalisation
+    inference_ms: float = 0.0  # invoke and dequantise
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def add(self, seconds: float, capture: float, preprocess: float, inference: float) -> None:
+        """Add one frame's stage times (seconds each), keeping means in ms."""
+        n = self.frames
+        self.capture_ms = (self.capture_ms * n + capture * 1000) / (n + 1)
+        self.preprocess_ms = (self.preprocess_ms * n + preprocess * 1000) / (n + 1)
+        self.inference_ms = (self.inference_ms * n + inference * 1000) / (n + 1)
+        self.frames, self.seconds = n + 1, self.seconds + seconds
+
+    def __str__(self) -> str:
+        return (f"{self.fps:.1f} fps | capture {self.capture_ms:.1f} ms | preprocess {self.preprocess_ms:.1f} ms"
+                f" | inference {self.inference_ms:.1f} ms")
+
+
+@dataclass
+class Summary:
+    """What a run did, printed at its end (also after Ctrl-C)."""
+
+    images: int = 0  # files classified
+    unreadable: int = 0  # files skipped with a warning
+    stream: StageTimes = field(default_factory=StageTimes)  # all stream frames
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    def __str__(self) -> str:
+        parts = []
+        if self.images or self.unreadable:
+            parts.append(f"{self.images} image{'s' * (self.images != 1)} classified"
+                         + (f", {self.unreadable} unreadable" if self.unreadable else ""))
+        if self.stream.frames:
+            parts.append(f"{self.stream.frames} frames: {self.stream}")
+        ending = " (interrupted)" if self.interrupted else ""
+        return f"{'; '.join(parts) or 'nothing classified'} in {self.seconds:.1f} s{ending}"
+
+
+def top_labels(scores: np.ndarray, labels: list[str], k: int, threshold: float = 0.0) -> tuple[str, list[tuple[str, float]]]:
+    """scores (num_labels,) -> (top label or UNKNOWN_LABEL below threshold, [(label, score)] best first)."""
+    k = min(k, len(scores))
+    best = np.argpartition(-scores, k - 1)[:k]
+    best = best[np.argsort(-scores[best], kind="stable")]
+    top = [(labels[index], float(scores[index])) for index in best]
+    return (top[0][0] if top[0][1] >= threshold else UNKNOWN_LABEL), top
+
+
+@functools.cache
+def _bgr_to_rgb() -> Callable[[np.ndarray], np.ndarray]:
+    try:
+        import cv2
+    except ImportError:  # picamera2 without OpenCV
+        return lambda frame: np.ascontiguousarray(frame[..., ::-1])
+    return lambda frame: cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+
+
+def frame_pixels(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """BGR uint8 (H, W, 3) frame -> RGB uint8 (height, width, 3) at size, resized as the trainer resizes."""
+    return resize_rgb(_bgr_to_rgb()(frame), size)
+
+
+def classify_frame(model: Model, frame: np.ndarray, top_k: int, threshold: float = 0.0,
+                   recent_scores: deque | None = None) -> tuple[str, list[tuple[str, float]], float, float]:
+    """BGR frame -> (label, top-k, preprocess seconds, inference seconds): edge-classify's stream path.
+
+    recent_scores: a deque(maxlen=N) of the last score vectors; the top-k is taken on their mean.
+    """
+    start = time.perf_counter()
+    tensor = model.preprocess(frame_pixels(frame, model.input_size))
+    preprocessed = time.perf_counter()
+    scores = model.infer(tensor)
+    inferred = time.perf_counter()
+    if recent_scores is not None:
+        recent_scores.append(scores)
+        scores = np.mean(recent_scores, axis=0) if len(recent_scores) > 1 else scores
+    label, top = top_labels(scores, model.labels, top_k, threshold)
+    return label, top, preprocessed - start, inferred - preprocessed
+
+
+def classify_files(model: Model, paths: list[Path], options: ClassifyOptions, summary: Summary) -> Iterator[Result]:
+    """One Result per readable image under `paths`; unreadable files are warnings, counted in summary."""
+    for path in image_files(paths):
+        read_at = time.time()
+        try:
+            pixels = load_rgb(path, model.input_size)
+        except ImageError as error:
+            logger.warning(str(error))
+            summary.unreadable += 1
+            continue
+        start = time.perf_counter()
+        label, top = top_labels(model.scores(pixels), model.labels, options.top_k, options.threshold)
+        summary.images += 1
+        yield Result(str(path), 0, read_at, label, top, (time.perf_counter() - start) * 1000)
+
+
+def classify_stream(model: Model, source: VideoSource, options: ClassifyOptions, summary: Summary,
+                    on_stats: Callable[[StageTimes], None] = lambda stats: None) -> Iterator[Result]:
+    """One Result per frame of `source`; on_stats gets the timings of every STATS_WINDOW_FRAMES frames."""
+    recent_scores = deque(maxlen=options.smooth)
+    window = StageTimes()
+    output = _FrameOutput(options, source.fps or LIVE_SAVE_FPS)
+    frames = source.frames()
+    previous_capture = None
+    try:
+        for index in itertools.count():
+            cycle_start = time.perf_counter()
+            frame = next(frames, None)
+            if frame is None:
+                break
+            captured_at, captured = time.time(), time.perf_counter()
+            label, top, preprocess, inference = classify_frame(model, frame, options.top_k, options.threshold, recent_scores)
+            result = Result(source.name, index, captured_at, label, top, (time.perf_counter() - captured) * 1000)
+            # Saved before the result is handed out: a caller that stops here still gets this frame written.
+            keep_going = output.show(frame, label, top, window if window.frames else summary.stream)
+            # Frame rate from capture to capture: it counts everything, the caller's printing too.
+            interval = captured - (previous_capture if previous_capture is not None else cycle_start)
+            previous_capture = captured
+            for stats in (window, summary.stream):
+                stats.add(interval, captured - cycle_start, preprocess, inference)
+            if window.frames == STATS_WINDOW_FRAMES:
+                on_stats(window)
+                window = StageTimes()
+            yield result
+            if not keep_going:
+                break
+    finally:
+        frames.close()
+        output.close()
+
+
+class _FrameOutput:
+    """--save and --display: frames annotated with the label and frame rate."""
+
+    def __init__(self, options: ClassifyOptions, fps: float):
+        self.save, self.display, self.fps = options.save, options.display, fps
+        self.writer = None
+        if self.save or self.display:
+            try:
+                import cv2
+            except ImportError:  # picamera2 frames need no OpenCV; drawing and writing them do
+                raise UserError("--save and --display need OpenCV: pip install 'retrain-edge[camera]'") from None
+            self.cv2 = cv2
+
+    def show(self, frame: np.ndarray, label: str, top: list[tuple[str, float]], stats: StageTimes) -> bool:
+        """Annotate, write and display `frame`; False when the user closed the window."""
+        if not (self.save or self.display):
+            return True
+        lines = [f"{label} {top[0][1]:.2f}" if label != UNKNOWN_LABEL else f"{label} ({top[0][0]} {top[0][1]:.2f})",
+                 f"{stats.fps:.1f} fps"]
+        for number, text in enumerate(lines, start=1):
+            origin = (8, number * TEXT_LINE_HEIGHT)
+            font = self.cv2.FONT_HERSHEY_SIMPLEX
+            self.cv2.putText(frame, text, origin, font, TEXT_SCALE, TEXT_OUTLINE, 3, self.cv2.LINE_AA)
+            self.cv2.putText(frame, text, origin, font, TEXT_SCALE, TEXT_COLOR, 1, self.cv2.LINE_AA)
+        if self.save:
+            if self.writer is None:
+                self.writer = self._open_writer(frame.shape[1], frame.shape[0])
+            self.writer.write(frame)
+        if self.display:
+            try:
+                self.cv2.imshow(WINDOW_TITLE, frame)
+            except self.cv2.error:
+                raise UserError("--display needs OpenCV with window support (pip install opencv-python, "
+                                "not -headless); use --save out.mp4 instead") from None
+            return (self.cv2.waitKey(1) & 0xFF) not in QUIT_KEYS
+        return True
+
+    def _open_writer(self, width: int, height: int):
+        fourcc = self.cv2.VideoWriter_fourcc(*("mp4v" if self.save.suffix.lower() in (".mp4", ".m4v", ".mov") else "MJPG"))
+        writer = self.cv2.VideoWriter(str(self.save), fourcc, self.fps, (width, height))
+        if not writer.isOpened():
+            raise UserError(f"cannot write the video {self.save}: use a .mp4 or .avi name in a writable folder")
+        return writer
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+        if self.display:
+            self.cv2.destroyAllWindows()
+
+
+def _check_options(options: ClassifyOptions) -> None:
+    if not options.inputs and options.camera is None:
+        raise UserError("no input given: name image files or folders, or use --camera 0")
+    if options.top_k < 1:
+        raise UserError("--top_k must be at least 1")
+    if options.max_frames is not None and options.max_frames < 1:
+        raise UserError("--max_frames must be at least 1")
+    if options.smooth < 1:
+        raise UserError("--smooth must be at least 1")
+    if (options.save or options.display) and options.camera is None:
+        raise UserError("--save and --display work with --camera (a camera, video file or stream)")
+    if options.display and sys.platform.startswith("linux") and not (
+            os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise UserError("--display needs a screen and none is set (no DISPLAY); use --save out.mp4 on a headless device")
+
+
+def run(options: ClassifyOptions, on_result: Callable[[Result], None],
+        on_stats: Callable[[StageTimes], None] = lambda stats: None) -> Summary:
+    """Classify options.inputs, then options.camera; hand each Result to on_result.
+
+    Ctrl-C ends the run cleanly: the summary says it was interrupted, a --save video is complete.
+    """
+    _check_options(options)
+    model = load_model(options.model, options.labels, options.num_threads, options.input_mean, options.input_std)
+    started = time.perf_counter()
+    summary = Summary()
+    results_left = options.max_frames
+    try:
+        source = open_camera(options.camera) if options.camera is not None else None
+        with contextlib.ExitStack() as stack:
+            streams = []
+            if options.inputs:
+                streams.append(classify_files(model, list(options.inputs), options, summary))
+            if source is not None:
+                stack.enter_context(source)
+                streams.append(classify_stream(model, source, options, summary, on_stats))
+            for stream in streams:
+                with contextlib.closing(stream):
+                    for result in stream:
+                        on_result(result)
+                        if results_left is not None:
+                            results_left -= 1
+                            if results_left == 0:
+                                break
+                if results_left == 0:
+                    break
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    summary.seconds = time.perf_counter() - started
+    if not options.camera and summary.images == 0 and not summary.interrupted:
+        raise UserError("no readable images found in " + ", ".join(str(path) for path in options.inputs))
+    return summary

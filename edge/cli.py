@@ -1,0 +1,72 @@
+"""`edge-classify`: classify image files, folders, a camera or a video with a TFLite model."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import UserError
+from .classify import UNKNOWN_LABEL, ClassifyOptions, Result, StageTimes, run
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+class _WarningFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"
+
+
+def _format_result(result: Result, camera: str | None) -> str:
+    """One line: `file: label score | label score | ...`, or `camera#frame: ...` for a stream."""
+    name = f"{result.source}#{result.frame}" if result.source == camera else result.source
+    scores = " | ".join(f"{label} {score:.3f}" for label, score in result.top_k)
+    return f"{name}: {UNKNOWN_LABEL} | {scores}" if result.label == UNKNOWN_LABEL else f"{name}: {scores}"
+
+
+@app.command()
+def classify(
+    inputs: Optional[list[Path]] = typer.Argument(None, help="Image files and folders (searched recursively).", show_default=False),
+    camera: Optional[str] = typer.Option(None, "--camera", help="OpenCV camera index (0), a video file, a stream URL, or 'picamera'."),
+    model: Optional[Path] = typer.Option(None, "--model", help="TFLite model (default: retrain_output/model.tflite, then model.tflite)."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Labels file, one per line (default: the model's metadata, then labels.txt beside the model)."),
+    num_threads: Optional[int] = typer.Option(None, "--num_threads", "--num-threads", help="Interpreter threads (default: number of cores)."),
+    input_mean: Optional[float] = typer.Option(None, "--input_mean", "--input-mean", help="Float input = (pixel - mean) / std (default: model metadata, else 127.5)."),
+    input_std: Optional[float] = typer.Option(None, "--input_std", "--input-std", help="See --input_mean (default: model metadata, else 127.5)."),
+    top_k: int = typer.Option(3, "--top_k", "--top-k", help="Labels to show per image."),
+    threshold: float = typer.Option(0.0, "--threshold", help=f"A top score below this is reported as '{UNKNOWN_LABEL}'."),
+    max_frames: Optional[int] = typer.Option(None, "--max_frames", "--max-frames", help="Stop after this many images or frames."),
+    smooth: int = typer.Option(1, "--smooth", help="Average scores over the last N camera frames."),
+    save: Optional[Path] = typer.Option(None, "--save", help="Write annotated camera frames to this video (.mp4, .avi)."),
+    display: bool = typer.Option(False, "--display", help="Show annotated camera frames in a window (q quits)."),
+    json_lines: bool = typer.Option(False, "--json", help="One JSON object per line instead of text."),
+) -> None:
+    """Classify images, a camera or a video with a TFLite image classifier (no TensorFlow needed)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_WarningFormatter())
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
+    options = ClassifyOptions(
+        inputs=list(inputs or []), camera=camera, model=model, labels=labels, num_threads=num_threads,
+        input_mean=input_mean, input_std=input_std, top_k=top_k, threshold=threshold, max_frames=max_frames,
+        smooth=smooth, save=save, display=display)
+
+    def on_result(result: Result) -> None:
+        print(json.dumps(result.to_json()) if json_lines else _format_result(result, camera), flush=True)
+
+    def on_stats(stats: StageTimes) -> None:
+        print(str(stats), file=sys.stderr, flush=True)
+
+    try:
+        summary = run(options, on_result, on_stats)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    print(str(summary), file=sys.stderr)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,65 @@
+"""Decoding and resizing: the one preprocessing path shared by the trainer and the device.
+
+The trainer computes bottlenecks from exactly the pixels the device will feed its model, so a
+model never sees at run time an input it was not trained on. Both sides call `load_rgb` (files)
+or `resize_rgb` (camera frames); neither imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# Larger than any camera sensor (a 200 MP phone is 2e8); above this a file is a
+# decompression bomb, not a photo, and is refused before any pixel is decoded.
+MAX_IMAGE_PIXELS = 250_000_000
+RESAMPLE = Image.Resampling.BILINEAR
+
+
+class ImageError(ValueError):
+    """A file that is not a decodable, sane image."""
+
+
+def open_rgb(path: str | Path, draft_size: tuple[int, int] | None = None) -> Image.Image:
+    """Decode a file fully into an RGB PIL image, or raise ImageError.
+
+    draft_size (width, height) lets the JPEG decoder scale by 1/2, 1/4 or 1/8 while decoding
+    (never below draft_size), which makes decoding a 12 MP photo for a 224 px model ~10x faster.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            if image.width * image.height > MAX_IMAGE_PIXELS:
+                raise ImageError(f"{path}: {image.width}x{image.height} pixels is too large to be an image")
+            if draft_size is not None:
+                image.draft("RGB", draft_size)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                return image.convert("RGB")
+    except ImageError:
+        raise
+    except Exception as error:  # Pillow's decoders raise many types (struct.error, IndexError, ...) on bad files
+        raise ImageError(f"{path}: not a decodable image ({error})") from None
+
+
+def resize_rgb(image: Image.Image | np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an RGB image (PIL or uint8 HxWx3 array) to size=(height, width), bilinear.
+
+    Returns uint8 (height, width, 3). Aspect ratio is not kept, as in the classic retrain.py.
+    """
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    height, width = size
+    if image.size != (width, height):
+        image = image.resize((width, height), RESAMPLE)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def load_rgb(path: str | Path, size: tuple[int, int]) -> np.ndarray:
+    """Decode `path` and resize it to size=(height, width): uint8 (height, width, 3)."""
+    height, width = size
+    return resize_rgb(open_rgb(path, draft_size=(width, height)), size)

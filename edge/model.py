@@ -1,0 +1,286 @@
+"""Loading a TFLite image classifier and running one image through it, without TensorFlow.
+
+Any standard classifier works, not only ours: the input size, dtype and quantisation come from
+the model itself; labels and the float normalisation come from metadata inside the model (a
+`retrain_edge` JSON entry written by `retrain-edge convert`, see `read_metadata`), else from
+files beside it, else from defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import mmap
+import os
+import struct
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import UserError
+
+logger = logging.getLogger(__name__)
+
+TFLITE_MAGIC = b"TFL3"  # flatbuffer file identifier, at bytes 4..8 of every .tflite file
+METADATA_NAME = "retrain_edge"  # Model.metadata entry holding our JSON (labels, normalisation)
+# Where `edge-classify` looks when --model is not given, relative to the working folder: the
+# output of `retrain-edge train` + `convert` first, then a model copied onto a device by hand.
+DEFAULT_MODEL_PATHS = (Path("retrain_output") / "model.tflite", Path("model.tflite"))
+LABELS_FILE_NAME = "labels.txt"
+DEFAULT_INPUT_MEAN = 127.5  # pixel value that maps to 0.0; float input = (pixel - mean) / std
+DEFAULT_INPUT_STD = 127.5
+# A quantized input whose mapping from pixels differs from the identity by at most this many
+# units is fed the raw pixels: the hosted uint8 models (scale 1/128, zero point 128) are meant
+# to be used that way, and their scale is only a rounded stand-in for 1/127.5.
+RAW_PIXEL_TOLERANCE = 1
+
+# TFLite schema field numbers (tensorflow/compiler/mlir/lite/schema/schema.fbs).
+_MODEL_BUFFERS, _MODEL_METADATA = 4, 6
+_BUFFER_DATA, _BUFFER_OFFSET, _BUFFER_SIZE = 0, 1, 2
+_METADATA_NAME, _METADATA_BUFFER = 0, 1
+
+
+def interpreter_class() -> type:
+    """The TFLite Interpreter class: LiteRT, else tflite-runtime, else TensorFlow's (last resort)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter
+        except ImportError:
+            try:
+                from tensorflow.lite import Interpreter  # heavy; only where nothing else is installed
+            except ImportError:
+                raise UserError("no TFLite interpreter is installed: run pip install ai-edge-litert") from None
+            logger.warning("using TensorFlow's interpreter; pip install ai-edge-litert for a lighter, faster start")
+    return Interpreter
+
+
+class _FlatTable:
+    """Just enough of a flatbuffer reader to walk Model.metadata and Model.buffers."""
+
+    def __init__(self, data: bytes | mmap.mmap, position: int):
+        self.data, self.position = data, position
+        vtable = position - struct.unpack_from("<i", data, position)[0]
+        self.vtable_size = struct.unpack_from("<H", data, vtable)[0]
+        self.vtable = vtable
+
+    def _field(self, field: int) -> int | None:
+        entry = 4 + 2 * field
+        if entry >= self.vtable_size:
+            return None
+        offset = struct.unpack_from("<H", self.data, self.vtable + entry)[0]
+        return self.position + offset if offset else None
+
+    def scalar(self, field: int, fmt: str, default: int = 0) -> int:
+        position = self._field(field)
+        return default if position is None else struct.unpack_from(fmt, self.data, position)[0]
+
+    def _target(self, field: int) -> int | None:
+        position = self._field(field)
+        return None if position is None else position + struct.unpack_from("<I", self.data, position)[0]
+
+    def byte_vector(self, field: int) -> bytes | None:
+        target = self._target(field)
+        if target is None:
+            return None
+        length = struct.unpack_from("<I", self.data, target)[0]
+        return bytes(self.data[target + 4 : target + 4 + length])
+
+    def tables(self, field: int) -> list[_FlatTable]:
+        target = self._target(field)
+        if target is None:
+            return []
+        count = struct.unpack_from("<I", self.data, target)[0]
+        elements = (target + 4 + 4 * i for i in range(count))
+        return [_FlatTable(self.data, e + struct.unpack_from("<I", self.data, e)[0]) for e in elements]
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The `retrain_edge` JSON metadata inside a .tflite file, or {} when it has none.
+
+    Keys the runtime uses (all optional): "labels" (list[str], in output order), "input_mean",
+    "input_std". A model with standard TFLite metadata but no `retrain_edge` entry yields the
+    labels of its associated label file (the zip appended to the flatbuffer), when it has one.
+    """
+    with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        try:
+            model = _FlatTable(data, struct.unpack_from("<I", data, 0)[0])
+            for entry in model.tables(_MODEL_METADATA):
+                if entry.byte_vector(_METADATA_NAME) != METADATA_NAME.encode():
+                    continue
+                buffer = model.tables(_MODEL_BUFFERS)[entry.scalar(_METADATA_BUFFER, "<I")]
+                content = buffer.byte_vector(_BUFFER_DATA)
+                if not content:  # models over 2 GB keep buffers after the flatbuffer
+                    offset, size = buffer.scalar(_BUFFER_OFFSET, "<Q"), buffer.scalar(_BUFFER_SIZE, "<Q")
+                    content = bytes(data[offset : offset + size])
+                return json.loads(content.rstrip(b"\0").decode("utf-8"))
+        except (struct.error, IndexError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            logger.warning(f"{path}: ignoring unreadable {METADATA_NAME} metadata ({error})")
+            return {}
+    return _associated_labels(path)
+
+
+def _associated_labels(path: str | Path) -> dict:
+    """Labels from the first .txt file in the zip that standard TFLite metadata appends, if any."""
+    if not zipfile.is_zipfile(path):
+        return {}
+    with zipfile.ZipFile(path) as archive:
+        names = [name for name in archive.namelist() if name.endswith(".txt")]
+        if not names:
+            return {}
+        return {"labels": parse_labels(archive.read(names[0]).decode("utf-8"))}
+
+
+def parse_labels(text: str) -> list[str]:
+    """One label per line, in output order; trailing blank lines are not labels."""
+    labels = [line.strip() for line in text.splitlines()]
+    while labels and not labels[-1]:
+        labels.pop()
+    return labels
+
+
+def find_model(model_path: str | Path | None) -> Path:
+    """The model file to use: `model_path`, else the first of DEFAULT_MODEL_PATHS that exists.
+
+    Raises UserError for a missing, empty or non-TFLite file.
+    """
+    if model_path is None:
+        found = [path for path in DEFAULT_MODEL_PATHS if path.is_file()]
+        if not found:
+            tried = " or ".join(str(path) for path in DEFAULT_MODEL_PATHS)
+            raise UserError(f"no --model given and no model found at {tried} in {Path.cwd()}")
+        model_path = found[0]
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise UserError(f"model file {model_path} does not exist")
+    with open(model_path, "rb") as file:
+        header = file.read(8)
+    if not header:
+        raise UserError(f"model file {model_path} is empty")
+    if header[4:8] != TFLITE_MAGIC:
+        raise UserError(f"{model_path} is not a TFLite model (no {TFLITE_MAGIC.decode()} marker); "
+                        "convert a trained model with: retrain-edge convert")
+    return model_path
+
+
+@dataclass
+class Model:
+    """A loaded classifier: one RGB image in, one score per label out."""
+
+    path: Path
+    interpreter: object
+    input_index: int
+    output_index: int
+    input_size: tuple[int, int]  # (height, width)
+    input_dtype: type
+    labels: list[str]
+    input_mean: float
+    input_std: float
+    pixel_table: np.ndarray | None  # uint8 pixel -> quantized input, (256,); None: raw pixels or float
+    output_scale: float  # 0.0 for float outputs
+    output_zero_point: int
+
+    def preprocess(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 (height, width, 3) RGB at input_size -> the input tensor (1, height, width, 3)."""
+        if self.input_dtype == np.float32:
+            tensor = (pixels.astype(np.float32) - np.float32(self.input_mean)) / np.float32(self.input_std)
+        elif self.pixel_table is None:
+            tensor = pixels
+        else:
+            tensor = self.pixel_table[pixels]
+        return tensor[np.newaxis]
+
+    def infer(self, tensor: np.ndarray) -> np.ndarray:
+        """Input tensor (1, height, width, 3) -> float32 scores (num_labels,), dequantised."""
+        self.interpreter.set_tensor(self.input_index, tensor)
+        self.interpreter.invoke()
+        output = self.interpreter.get_tensor(self.output_index).reshape(-1)
+        if self.output_scale:
+            return (output.astype(np.float32) - np.float32(self.output_zero_point)) * np.float32(self.output_scale)
+        return output.astype(np.float32, copy=False)
+
+    def scores(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 (height, width, 3) RGB at input_size -> float32 scores (num_labels,)."""
+        return self.infer(self.preprocess(pixels))
+
+
+def quantization_table(dtype: type, scale: float, zero_point: int, mean: float, std: float) -> np.ndarray | None:
+    """Map each uint8 pixel to the quantized input: q = round((pixel - mean) / std / scale + zero_point).
+
+    Returns a (256,) table of `dtype`, or None when the table is the identity within
+    RAW_PIXEL_TOLERANCE for a uint8 input, i.e. the model takes the raw pixels.
+    """
+    info = np.iinfo(dtype)
+    pixels = np.arange(256, dtype=np.float64)
+    quantized = np.clip(np.round((pixels - mean) / std / scale + zero_point), info.min, info.max)
+    if dtype == np.uint8 and np.abs(quantized - pixels).max() <= RAW_PIXEL_TOLERANCE:
+        return None
+    return quantized.astype(dtype)
+
+
+def load_model(model_path: str | Path | None = None, labels_path: str | Path | None = None,
+               num_threads: int | None = None, input_mean: float | None = None,
+               input_std: float | None = None) -> Model:
+    """Load a .tflite classifier (see find_model for the default path) with its labels.
+
+    Labels: `labels_path`, else the model's metadata, else labels.txt beside the model, else the
+    class indices (with a warning). input_mean/input_std: the arguments, else the metadata, else 127.5.
+    """
+    path = find_model(model_path)
+    metadata = read_metadata(path)
+    interpreter_type = interpreter_class()
+    try:
+        interpreter = interpreter_type(model_path=str(path), num_threads=num_threads or os.cpu_count())
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as error:
+        raise UserError(f"{path} could not be loaded as a TFLite model ({str(error).strip()})") from None
+
+    input_detail = interpreter.get_input_details()[0]
+    output_detail = interpreter.get_output_details()[0]
+    shape = input_detail["shape"]
+    if len(shape) != 4 or shape[3] != 3:
+        raise UserError(f"{path} is not an image classifier: its input shape is {list(shape)}, not [1, height, width, 3]")
+    input_dtype = input_detail["dtype"]
+    if input_dtype not in (np.float32, np.uint8, np.int8):
+        raise UserError(f"{path} takes {np.dtype(input_dtype).name} input; only float32, uint8 and int8 are supported")
+    num_outputs = int(np.prod(output_detail["shape"]))
+
+    labels = _labels(path, labels_path, metadata, num_outputs)
+    mean = float(input_mean if input_mean is not None else metadata.get("input_mean", DEFAULT_INPUT_MEAN))
+    std = float(input_std if input_std is not None else metadata.get("input_std", DEFAULT_INPUT_STD))
+    if std == 0:
+        raise UserError("--input_std must not be 0")
+    pixel_table = None
+    if input_dtype != np.float32:
+        scale, zero_point = input_detail["quantization"]
+        pixel_table = quantization_table(input_dtype, scale or 1.0, zero_point, mean, std)
+    output_scale, output_zero_point = output_detail["quantization"]
+    return Model(path=path, interpreter=interpreter, input_index=input_detail["index"],
+                 output_index=output_detail["index"], input_size=(int(shape[1]), int(shape[2])),
+                 input_dtype=input_dtype, labels=labels, input_mean=mean, input_std=std,
+                 pixel_table=pixel_table,
+                 output_scale=float(output_scale) if output_detail["dtype"] != np.float32 else 0.0,
+                 output_zero_point=int(output_zero_point))
+
+
+def _labels(model_path: Path, labels_path: str | Path | None, metadata: dict, num_outputs: int) -> list[str]:
+    beside = model_path.parent / LABELS_FILE_NAME
+    if labels_path is not None:
+        labels_path = Path(labels_path)
+        if not labels_path.is_file():
+            raise UserError(f"labels file {labels_path} does not exist")
+        labels, origin = parse_labels(labels_path.read_text(encoding="utf-8")), str(labels_path)
+    elif metadata.get("labels"):
+        labels, origin = [str(label) for label in metadata["labels"]], f"the metadata of {model_path}"
+    elif beside.is_file():
+        labels, origin = parse_labels(beside.read_text(encoding="utf-8")), str(beside)
+    else:
+        logger.warning(f"no labels for {model_path}: showing class numbers (pass --labels or put "
+                       f"{LABELS_FILE_NAME} beside the model)")
+        return [str(index) for index in range(num_outputs)]
+    if len(labels) != num_outputs:
+        raise UserError(f"{origin} has {len(labels)} labels but {model_path} has {num_outputs} outputs")
+    return labels

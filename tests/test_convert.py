@@ -1,0 +1,195 @@
+"""retrain-edge convert: every mode on one small trained model, the proof, metadata, atomicity, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edge.image import load_rgb
+from edge.model import load_model, read_metadata
+from trainer import UserError
+from trainer.cli import app
+from trainer.convert import ConvertOptions, calibration_paths, convert
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+from make_sample_data import make_sample_dataset  # noqa: E402
+
+ARCHITECTURE = "mobilenet_v2_0.35_96"
+IMAGES_PER_CLASS = 30
+runner = CliRunner()
+
+
+def train_tiny_model(image_dir: Path, output_dir: Path) -> None:
+    """The one place the tests' model is made: `retrain-edge train` on generated images."""
+    from trainer.train import TrainOptions, train
+
+    train(TrainOptions(image_dir=image_dir, output_dir=output_dir, architecture=ARCHITECTURE, weights="none",
+                       bottleneck_dir=output_dir.parent / "bottlenecks", how_many_training_steps=100,
+                       eval_step_interval=50))
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> Path:
+    """A read-only trained output_dir; tests copy it (see `output_dir`) before writing into it."""
+    root = tmp_path_factory.mktemp("convert")
+    image_dir = make_sample_dataset(root / "images", images_per_class=IMAGES_PER_CLASS, size=96)
+    train_tiny_model(image_dir, root / "trained")
+    return root / "trained"
+
+
+@pytest.fixture()
+def output_dir(trained, tmp_path) -> Path:
+    copy = tmp_path / "run"
+    shutil.copytree(trained, copy, ignore=shutil.ignore_patterns("logs"))
+    return copy
+
+
+def keras_scores(output_dir: Path, relpaths: list[str]) -> np.ndarray:
+    import keras
+
+    run = json.loads((output_dir / "run.json").read_text())
+    model = keras.saving.load_model(output_dir / "model.keras", compile=False)
+    pixels = np.stack([load_rgb(Path(run["image_dir"]) / path, tuple(run["input_size"])) for path in relpaths])
+    return model.predict((pixels.astype(np.float32) - 127.5) / 127.5, verbose=0)
+
+
+def test_calibration_paths_take_classes_in_turn_deterministically():
+    training = {"b": [f"b/{i}.jpg" for i in range(10)], "a": [f"a/{i}.jpg" for i in range(3)]}
+    picked = calibration_paths(training, 8)
+    assert picked == calibration_paths(dict(reversed(training.items())), 8)
+    assert len(picked) == len(set(picked)) == 8
+    assert {path[0] for path in picked[:2]} == {"a", "b"}
+    assert sum(path.startswith("a/") for path in picked) == 3  # all of the small class, then the rest
+    everything = calibration_paths(training, 100)
+    assert everything[:8] == picked and sorted(everything) == sorted(training["a"] + training["b"])
+
+
+def test_float32_by_default_matches_keras_and_carries_labels(output_dir):
+    result = runner.invoke(app, ["convert", "--output_dir", str(output_dir)])
+    assert result.exit_code == 0, result.output
+    assert "top-1 agreement" in result.output and "100.0%" in result.output
+
+    tflite_path = output_dir / "model.tflite"
+    run = json.loads((output_dir / "run.json").read_text())
+    proof = run["conversion"]["float32"]
+    assert proof["test_count"] == run["test_count"] > 0
+    assert proof["top1_agreement"] == 1.0 and proof["max_probability_difference"] <= 1e-5
+    assert proof["keras_accuracy"] == proof["tflite_accuracy"]
+    assert proof["size_bytes"] == tflite_path.stat().st_size and proof["median_latency_ms"] > 0
+
+    metadata = read_metadata(tflite_path)
+    assert metadata["labels"] == run["labels"] == (output_dir / "labels.txt").read_text().split("\n")[:-1]
+    assert (metadata["input_mean"], metadata["input_std"], metadata["input_size"]) == (127.5, 127.5, [96, 96])
+    (output_dir / "labels.txt").unlink()  # the model file alone is enough for the edge runtime
+    runtime = load_model(tflite_path)
+    assert runtime.labels == run["labels"] and runtime.input_dtype == np.float32
+
+    testing = [path for label in run["labels"] for path in run["split"]["files"]["testing"][label]]
+    expected = keras_scores(output_dir, testing)
+    actual = np.stack([runtime.scores(load_rgb(Path(run["image_dir"]) / path, (96, 96))) for path in testing])
+    np.testing.assert_allclose(actual, expected, atol=1e-5)
+
+
+def test_quantize_gives_uint8_in_and_out_agreeing_with_keras(output_dir):
+    result = runner.invoke(app, ["convert", "--output-dir", str(output_dir), "--quantize", "--calibration_images", "40"])
+    assert result.exit_code == 0, result.output
+    runtime = load_model(output_dir / "model.tflite")
+    assert runtime.input_dtype == np.uint8 and runtime.pixel_table is None  # fed raw pixels
+    assert runtime.interpreter.get_output_details()[0]["dtype"] == np.uint8
+    proof = json.loads((output_dir / "run.json").read_text())["conversion"]["int8"]
+    assert proof["calibration_count"] == 40 and proof["input_dtype"] == proof["output_dtype"] == "uint8"
+    assert proof["top1_agreement"] == 1.0, proof["disagreements"]
+    assert proof["tflite_accuracy"] == proof["keras_accuracy"]
+
+
+def test_dynamic_and_float16_from_another_model_file(output_dir, tmp_path):
+    model = tmp_path / "elsewhere" / "classifier.keras"
+    model.parent.mkdir()
+    shutil.move(output_dir / "model.keras", model)
+    labels = tmp_path / "elsewhere" / "names.txt"
+    labels.write_text((output_dir / "labels.txt").read_text())
+    sizes = {}
+    for mode in ("dynamic", "float16"):
+        target = tmp_path / mode / "m.tflite"
+        result = runner.invoke(app, ["convert", "--output_dir", str(output_dir), "--model", str(model),
+                                     "--labels", str(labels), "--quantization", mode, "--output_tflite", str(target)])
+        assert result.exit_code == 0, result.output
+        assert (target.parent / "labels.txt").read_text() == labels.read_text()
+        proof = json.loads((output_dir / "run.json").read_text())["conversion"][mode]
+        assert proof["top1_agreement"] == 1.0 and proof["max_probability_difference"] < 0.05
+        assert load_model(target).input_dtype == np.float32
+        sizes[mode] = target.stat().st_size
+    assert sizes["dynamic"] < sizes["float16"]
+
+
+def test_interrupted_conversion_leaves_the_earlier_model(output_dir):
+    earlier = b"an earlier model.tflite"
+    (output_dir / "model.tflite").write_bytes(earlier)
+    code = ("import sys; from pathlib import Path; from trainer.convert import ConvertOptions, convert; "
+            "convert(ConvertOptions(output_dir=Path(sys.argv[1])))")
+    process = subprocess.Popen([sys.executable, "-c", code, str(output_dir)], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Interrupt once the new model is being written: the temporary file beside the old one exists.
+    deadline = time.monotonic() + 300
+    while not list(output_dir.glob(".model.*")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert process.poll() is None, "the conversion ended before it could be interrupted"
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=120) != 0
+    assert (output_dir / "model.tflite").read_bytes() == earlier
+    assert not list(output_dir.glob(".model.*"))
+    assert "conversion" not in json.loads((output_dir / "run.json").read_text())
+
+
+def test_missing_run_says_to_train_first(tmp_path):
+    result = runner.invoke(app, ["convert", "--output_dir", str(tmp_path / "nothing")])
+    assert result.exit_code == 2
+    assert "run.json" in result.output and "retrain-edge train" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_missing_model_says_to_train_first(output_dir):
+    (output_dir / "model.keras").unlink()
+    result = runner.invoke(app, ["convert", "--output_dir", str(output_dir)])
+    assert result.exit_code == 2
+    assert "no model at" in result.output and "retrain-edge train" in result.output
+
+
+def test_unreadable_model(output_dir):
+    (output_dir / "model.keras").write_bytes(b"not a zip archive")
+    result = runner.invoke(app, ["convert", "--output_dir", str(output_dir)])
+    assert result.exit_code == 2
+    assert "is not a readable Keras model" in result.output
+
+
+def test_unwritable_output_path(output_dir):
+    blocker = output_dir / "a_file"
+    blocker.write_text("")
+    result = runner.invoke(app, ["convert", "--output_dir", str(output_dir), "--output_tflite", str(blocker / "m.tflite")])
+    assert result.exit_code == 2
+    assert f"cannot write {blocker / 'm.tflite'}" in result.output
+
+
+def test_missing_calibration_images_name_image_dir(output_dir, tmp_path):
+    result = runner.invoke(app, ["convert", "--output_dir", str(output_dir), "--quantize", "--image_dir", str(tmp_path / "moved")])
+    assert result.exit_code == 2
+    assert "missing" in result.output and "--image_dir" in result.output
+
+
+def test_mode_errors(output_dir):
+    with pytest.raises(UserError, match="unknown quantization 'int4'"):
+        convert(ConvertOptions(output_dir=output_dir, quantization="int4"))
+    result = runner.invoke(app, ["convert", "--output_dir", str(output_dir), "--quantize", "--quantization", "float16"])
+    assert result.exit_code == 2 and "--quantize means int8" in result.output
+    assert not (output_dir / "model.tflite").exists()

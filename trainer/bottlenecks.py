@@ -1,0 +1,159 @@
+"""Bottlenecks: the backbone's pooled penultimate output per image, batched and cached on disk.
+
+Cache layout: bottleneck_dir/<architecture>-<weights id>-v<CACHE_FORMAT>/<sha1 of file bytes>.f32
+Each entry is the float32 vector followed by its CRC-32, so a truncated or corrupt entry is
+detected and recomputed instead of trusted, and nothing is ever unpickled. Keying by content,
+not name, means a changed image is recomputed and a renamed one is not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from edge.image import load_rgb
+from trainer.backbones import INPUT_MEAN, INPUT_STD, Backbone
+
+log = logging.getLogger(__name__)
+
+# Bump when preprocessing or the entry layout changes, so old entries are never reused.
+CACHE_FORMAT = 1
+ENTRY_SUFFIX = ".f32"
+CRC_BYTES = 4
+# Images per forward pass: large enough to amortise per-call overhead, small enough that a
+# batch of 299 px images (32 x 1 MB as float32) stays in cache-friendly memory.
+FORWARD_BATCH_SIZE = 32
+DECODE_THREADS = max(2, os.cpu_count() or 2)
+
+
+def default_bottleneck_dir() -> Path:
+    cache_home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache_home) / "retrain-edge" / "bottlenecks"
+
+
+def file_key(path: Path) -> str:
+    """The cache key of an image: the SHA-1 of its bytes."""
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+
+
+@dataclass(frozen=True)
+class BottleneckCache:
+    """A folder of bottleneck vectors of one length, for one backbone and weights."""
+
+    folder: Path
+    size: int  # floats per vector
+
+    @classmethod
+    def for_backbone(cls, bottleneck_dir: Path, backbone: Backbone, weights_id: str) -> "BottleneckCache":
+        return cls(Path(bottleneck_dir) / f"{backbone.name}-{weights_id}-v{CACHE_FORMAT}", backbone.bottleneck_size)
+
+    def path(self, key: str) -> Path:
+        return self.folder / f"{key}{ENTRY_SUFFIX}"
+
+    def read(self, key: str) -> np.ndarray | None:
+        """The cached vector, or None when missing, truncated or corrupt."""
+        path = self.path(key)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        expected_length = self.size * 4 + CRC_BYTES
+        body, crc = data[:-CRC_BYTES], data[-CRC_BYTES:]
+        if len(data) != expected_length or zlib.crc32(body).to_bytes(CRC_BYTES, "little") != crc:
+            log.warning("bottleneck cache entry %s is corrupt; recomputing it", path)
+            return None
+        return np.frombuffer(body, dtype="<f4")
+
+    def write(self, key: str, vector: np.ndarray) -> None:
+        body = np.asarray(vector, dtype="<f4").tobytes()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        # Same-folder temporary plus rename: an interrupted run leaves whole entries or none.
+        temporary = self.folder / f".{key}.{os.getpid()}.partial"
+        temporary.write_bytes(body + zlib.crc32(body).to_bytes(CRC_BYTES, "little"))
+        os.replace(temporary, self.path(key))
+
+
+def make_forward(backbone_model) -> Callable[[np.ndarray], np.ndarray]:
+    """A compiled forward pass: uint8 (batch, h, w, 3) pixels -> float32 (batch, bottleneck_size).
+
+    Normalising inside the graph keeps the host-to-graph copy at one byte per pixel; tf.function
+    with a batch-agnostic signature traces once (an eager call is several times slower).
+    """
+    import tensorflow as tf
+
+    height, width = backbone_model.input_shape[1:3]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, height, width, 3], tf.uint8)])
+    def forward(pixels):
+        normalised = (tf.cast(pixels, tf.float32) - INPUT_MEAN) / INPUT_STD
+        return backbone_model(normalised, training=False)
+
+    return lambda pixels: forward(pixels).numpy()
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), transient=False,
+    )
+
+
+def compute_cached(
+    keys: Sequence[str],
+    load_pixels: Callable[[int], np.ndarray],
+    forward: Callable[[np.ndarray], np.ndarray],
+    cache: BottleneckCache,
+    description: str = "bottlenecks",
+) -> np.ndarray:
+    """Bottleneck per key, from the cache or computed: float32 (len(keys), cache.size).
+
+    load_pixels(i) gives uint8 (h, w, 3) for keys[i]; it runs in worker threads so decoding the
+    next batch overlaps the forward pass of this one (Pillow and TF both release the GIL).
+    Each computed batch is written to the cache at once, so an interrupted run resumes there.
+    """
+    vectors = np.empty((len(keys), cache.size), dtype=np.float32)
+    missing = []
+    for index, key in enumerate(keys):
+        cached = cache.read(key)
+        if cached is None:
+            missing.append(index)
+        else:
+            vectors[index] = cached
+    if not missing:
+        log.info("%s: all %d cached", description, len(keys))
+        return vectors
+
+    started = time.perf_counter()
+    batches = [missing[i:i + FORWARD_BATCH_SIZE] for i in range(0, len(missing), FORWARD_BATCH_SIZE)]
+    with ThreadPoolExecutor(DECODE_THREADS) as pool, progress_bar() as progress:
+        task = progress.add_task(f"{description} ({len(keys) - len(missing)} cached)", total=len(missing), rate="")
+        pending = [pool.submit(load_pixels, index) for index in batches[0]]
+        for number, batch in enumerate(batches):
+            pixels = np.stack([future.result() for future in pending])
+            if number + 1 < len(batches):
+                pending = [pool.submit(load_pixels, index) for index in batches[number + 1]]
+            batch_vectors = forward(pixels)
+            for index, vector in zip(batch, batch_vectors):
+                vectors[index] = vector
+                cache.write(keys[index], vector)
+            done = progress.tasks[task].completed + len(batch)
+            progress.update(task, completed=done, rate=f"{done / (time.perf_counter() - started):.1f} images/s")
+    return vectors
+
+
+def image_bottlenecks(
+    image_paths: Sequence[Path], size: tuple[int, int], forward, cache: BottleneckCache
+) -> np.ndarray:
+    """Bottlenecks of undistorted image files: float32 (len(image_paths), cache.size)."""
+    keys = [file_key(path) for path in image_paths]
+    return compute_cached(keys, lambda index: load_rgb(image_paths[index], size), forward, cache)

@@ -1,0 +1,400 @@
+"""Conversion: the trained Keras model to a TFLite file, then proof that it still classifies.
+
+Path: Keras model -> `model.export` (SavedModel) -> `TFLiteConverter.from_saved_model`. Never
+`from_concrete_functions`: under Keras 3 it writes a model without its weights (NaN outputs).
+The labels and the input normalisation travel inside the .tflite as a `retrain_edge` metadata
+entry (JSON, read by `edge.model.read_metadata` without TensorFlow) and in labels.txt beside it.
+
+The proof runs the written file through the edge runtime's own loading and preprocessing
+(`edge.model.load_model`) and the Keras model on every test-split image, and records accuracy,
+top-1 agreement, the largest probability difference, size and latency in run.json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+
+from edge.image import ImageError, load_rgb
+from edge.model import METADATA_NAME, TFLITE_MAGIC, load_model
+from trainer import UserError
+from trainer.outputs import LABELS_FILE, MODEL_FILE, RUN_FILE, atomic_output, load_run, update_run, write_labels
+
+log = logging.getLogger(__name__)
+
+MODES = ("float32", "dynamic", "float16", "int8")
+TFLITE_FILE = "model.tflite"
+DEFAULT_CALIBRATION_IMAGES = 200
+METADATA_FORMAT = 1
+# An accuracy this far (fraction) below the Keras model's on the test split earns a warning.
+ACCURACY_DROP_WARNING = 0.01
+# Proof images run through Keras in batches of this many (memory, not speed, bounds it).
+KERAS_BATCH_SIZE = 32
+# Invocations before timing starts: the first ones pay for XNNPACK's weight packing.
+WARMUP_INVOCATIONS = 2
+
+
+@dataclass
+class ConvertOptions:
+    """Everything `retrain-edge convert` does; the defaults need nothing but a trained output_dir."""
+
+    output_dir: Path = Path("retrain_output")  # run.json and model.keras from `retrain-edge train`
+    quantization: str = "float32"  # one of MODES; `--quantize` means "int8"
+    model: Path | None = None  # another Keras model file instead of output_dir/model.keras
+    labels: Path | None = None  # labels file for --model (default: the run's labels)
+    output_tflite: Path | None = None  # default: output_dir/model.tflite; labels.txt goes beside it
+    image_dir: Path | None = None  # where the run's images are now (default: run.json's image_dir)
+    calibration_images: int = DEFAULT_CALIBRATION_IMAGES  # int8 only; from the training split
+    num_threads: int | None = None  # interpreter threads for the proof's latency (default: all cores)
+    verbose: bool = False  # show the converter's own log
+
+
+@dataclass
+class ConversionReport:
+    """What was written and the proof: TFLite against Keras on the test split (None: no test images)."""
+
+    mode: str
+    tflite_path: Path
+    labels_path: Path
+    size_bytes: int
+    input_dtype: str
+    output_dtype: str
+    calibration_count: int
+    conversion_seconds: float
+    test_count: int
+    keras_accuracy: float | None = None
+    tflite_accuracy: float | None = None
+    top1_agreement: float | None = None
+    max_probability_difference: float | None = None
+    median_latency_ms: float | None = None
+    num_threads: int = 1
+    disagreements: list[dict] = field(default_factory=list)  # [{"path", "keras", "tflite"}] by label
+
+    def to_json(self) -> dict:
+        return {key: str(value) if isinstance(value, Path) else value for key, value in asdict(self).items()}
+
+    def table(self) -> str:
+        """The proof as aligned text lines for the terminal."""
+        def percent(value):
+            return "n/a" if value is None else f"{value:.1%}"
+        rows = [
+            ("", "Keras", f"TFLite {self.mode}"),
+            (f"accuracy (test, N={self.test_count})", percent(self.keras_accuracy), percent(self.tflite_accuracy)),
+            ("top-1 agreement", "", percent(self.top1_agreement)),
+            ("largest probability difference", "",
+             "n/a" if self.max_probability_difference is None else f"{self.max_probability_difference:.2g}"),
+            ("file size", "", f"{self.size_bytes / 1e6:.2f} MB"),
+            (f"median latency ({self.num_threads} threads)", "",
+             "n/a" if self.median_latency_ms is None else f"{self.median_latency_ms:.1f} ms/image"),
+            ("input / output", "float32 / float32", f"{self.input_dtype} / {self.output_dtype}"),
+        ]
+        widths = [max(len(row[column]) for row in rows) for column in range(3)]
+        return "\n".join(f"{a:<{widths[0]}}  {b:>{widths[1]}}  {c:>{widths[2]}}".rstrip() for a, b, c in rows)
+
+
+@dataclass
+class _Source:
+    """What convert() needs to know about the model it converts, wherever it came from."""
+
+    model_path: Path
+    labels: list[str]
+    image_dir: Path | None
+    files: dict[str, dict[str, list[str]]] | None  # set name -> label -> relative paths
+    input_mean: float
+    input_std: float
+    architecture: str | None
+    has_run: bool
+
+
+def convert(options: ConvertOptions) -> ConversionReport:
+    """Convert, write model.tflite + labels.txt atomically, prove it, record the proof in run.json."""
+    if options.quantization not in MODES:
+        raise UserError(f"unknown quantization {options.quantization!r}; choose one of {', '.join(MODES)}")
+    if options.calibration_images < 1:
+        raise UserError("--calibration_images must be at least 1")
+    source = _source(options)
+    tflite_path = Path(options.output_tflite or Path(options.output_dir) / TFLITE_FILE)
+    labels_path = tflite_path.parent / LABELS_FILE
+    _check_writable(tflite_path)
+    model = _load_keras(source.model_path)
+    input_size = tuple(int(side) for side in model.input_shape[1:3])
+    if len(source.labels) != model.output_shape[-1]:
+        raise UserError(f"{source.model_path} has {model.output_shape[-1]} outputs but there are "
+                        f"{len(source.labels)} labels")
+
+    calibration = None
+    if options.quantization == "int8":
+        if source.files is None:
+            raise UserError("int8 calibration needs the training images: pass --image_dir")
+        relpaths = calibration_paths(source.files["training"], options.calibration_images)
+        if not relpaths:
+            raise UserError("the training split has no images to calibrate int8 on")
+        calibration = normalise(_load_images(source.image_dir, relpaths, input_size), source)
+        if len(relpaths) < options.calibration_images:
+            log.info(f"calibrating on all {len(relpaths)} training images")
+    test_examples = _test_examples(source)
+    test_pixels = _load_images(source.image_dir, [path for path, _ in test_examples], input_size)
+
+    started = time.perf_counter()
+    tflite_bytes = convert_model(model, options.quantization, calibration, options.verbose)
+    conversion_seconds = time.perf_counter() - started
+    tflite_bytes = add_metadata(tflite_bytes, {
+        "format_version": METADATA_FORMAT, "labels": source.labels,
+        "input_mean": source.input_mean, "input_std": source.input_std,
+        "architecture": source.architecture, "input_size": list(input_size),
+    })
+
+    # The proof runs on the temporary file, so an interrupted proof leaves any earlier model in place.
+    with atomic_output(tflite_path) as temporary:
+        temporary.write_bytes(tflite_bytes)
+        runtime = load_model(temporary, num_threads=options.num_threads)
+        report = ConversionReport(
+            mode=options.quantization, tflite_path=tflite_path, labels_path=labels_path,
+            size_bytes=len(tflite_bytes), input_dtype=np.dtype(runtime.input_dtype).name,
+            output_dtype=np.dtype(runtime.interpreter.get_output_details()[0]["dtype"]).name,
+            calibration_count=0 if calibration is None else len(calibration),
+            conversion_seconds=round(conversion_seconds, 2), test_count=len(test_examples),
+            num_threads=options.num_threads or os.cpu_count() or 1,
+            **prove(model, runtime, normalise(test_pixels, source), test_pixels, test_examples, source.labels),
+        )
+    write_labels(labels_path, source.labels)
+    if source.has_run:
+        run = load_run(options.output_dir)
+        conversions = run.get("conversion") or {}
+        conversions[options.quantization] = report.to_json()
+        update_run(options.output_dir, conversion=conversions)
+    if report.tflite_accuracy is not None and report.keras_accuracy - report.tflite_accuracy > ACCURACY_DROP_WARNING:
+        advice = ("try more --calibration_images, or --quantization float16 or dynamic"
+                  if options.quantization == "int8" else "try --quantization float16 or float32")
+        log.warning(f"the {options.quantization} model's test accuracy is {report.tflite_accuracy:.1%}, "
+                    f"{report.keras_accuracy - report.tflite_accuracy:.1%} below the Keras model's "
+                    f"{report.keras_accuracy:.1%}: {advice}")
+    return report
+
+
+def _source(options: ConvertOptions) -> _Source:
+    output_dir = Path(options.output_dir)
+    has_run = (output_dir / RUN_FILE).is_file()
+    if options.model is None and not has_run:
+        raise UserError(f"no {RUN_FILE} in {output_dir}: run `retrain-edge train --image_dir DIR` first "
+                        f"(or pass --output_dir, or --model with --labels)")
+    run = load_run(output_dir) if has_run else {}
+    model_path = Path(options.model) if options.model else output_dir / run.get("model_file", MODEL_FILE)
+    if not model_path.is_file():
+        hint = "" if options.model else ": run `retrain-edge train` first"
+        raise UserError(f"no model at {model_path}{hint}")
+
+    if options.labels is not None:
+        if not Path(options.labels).is_file():
+            raise UserError(f"labels file {options.labels} does not exist")
+        labels = [line.strip() for line in Path(options.labels).read_text(encoding="utf-8").splitlines() if line.strip()]
+    elif run.get("labels"):
+        labels = list(run["labels"])
+    else:
+        raise UserError("pass --labels with --model (there is no run.json to take the labels from)")
+
+    image_dir = Path(options.image_dir) if options.image_dir else (Path(run["image_dir"]) if run.get("image_dir") else None)
+    files = run.get("split", {}).get("files")
+    if files is None and image_dir is not None:
+        from trainer.dataset import list_images
+
+        files = list_images(image_dir).files
+    if files is not None:
+        files = {set_name: {label: by_label.get(label, []) for label in labels} for set_name, by_label in files.items()}
+    return _Source(model_path=model_path, labels=labels, image_dir=image_dir, files=files,
+                   input_mean=float(run.get("input_mean", 127.5)), input_std=float(run.get("input_std", 127.5)),
+                   architecture=run.get("architecture"), has_run=has_run)
+
+
+def _check_writable(path: Path) -> None:
+    """Fail before the slow conversion, not after it, when the output cannot be written."""
+    if path.is_dir():
+        raise UserError(f"cannot write {path}: it is a folder (give --output_tflite a file name)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as error:
+        raise UserError(f"cannot write {path}: {error.strerror or error}") from None
+
+
+def _load_keras(path: Path):
+    import keras
+
+    try:
+        with _quiet(verbose=False):
+            return keras.saving.load_model(path, compile=False)
+    except Exception as error:  # Keras raises anything from ValueError to zipfile and h5py errors
+        raise UserError(f"{path} is not a readable Keras model ({type(error).__name__}: "
+                        f"{str(error).strip().splitlines()[0] if str(error).strip() else 'no detail'})") from None
+
+
+def calibration_paths(training: dict[str, list[str]], count: int) -> list[str]:
+    """Up to `count` training images, deterministically, taking classes in turn.
+
+    Within a class the order comes from a hash of each path, which scatters the picks over the
+    class's files (not its first few, which may share a shoot) and does not depend on listing order.
+    """
+    def scattered(paths):
+        return sorted(paths, key=lambda path: hashlib.sha1(path.encode()).hexdigest())
+    queues = [scattered(paths) for _, paths in sorted(training.items())]
+    picked = []
+    for rank in range(max((len(queue) for queue in queues), default=0)):
+        picked.extend(queue[rank] for queue in queues if rank < len(queue))
+        if len(picked) >= count:
+            break
+    return picked[:count]
+
+
+def _test_examples(source: _Source) -> list[tuple[str, int]]:
+    if source.files is None:
+        log.warning("no images to prove the converted model on: pass --image_dir to compare it with the Keras model")
+        return []
+    examples = [(path, index) for index, label in enumerate(source.labels) for path in source.files.get("testing", {}).get(label, [])]
+    if not examples:
+        log.warning("the test split is empty: the converted model is not compared with the Keras model")
+    return examples
+
+
+def _load_images(image_dir: Path | None, relpaths: list[str], size: tuple[int, int]) -> np.ndarray:
+    """uint8 (N, height, width, 3), decoded exactly as in training."""
+    missing = [path for path in relpaths if not (image_dir / path).is_file()]
+    if missing:
+        raise UserError(f"{len(missing)} of the run's images are missing from {image_dir} (e.g. {missing[0]}): "
+                        f"pass --image_dir to point at the dataset's current folder")
+    try:
+        return np.stack([load_rgb(image_dir / path, size) for path in relpaths]) if relpaths else \
+            np.zeros((0, *size, 3), np.uint8)
+    except ImageError as error:
+        raise UserError(f"{error}: the dataset changed since training; pass --image_dir or train again") from None
+
+
+def normalise(pixels: np.ndarray, source: _Source) -> np.ndarray:
+    """uint8 (N, H, W, 3) -> float32 (N, H, W, 3) model input, exactly the training preprocessing."""
+    return (pixels.astype(np.float32) - np.float32(source.input_mean)) / np.float32(source.input_std)
+
+
+@contextlib.contextmanager
+def _quiet(verbose: bool) -> Iterator[None]:
+    """Send TensorFlow's log lines (Python, absl and C++ on fds 1 and 2) to a discarded file."""
+    if verbose:
+        yield
+        return
+    import absl.logging
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    previous_verbosity = absl.logging.get_verbosity()
+    absl.logging.set_verbosity(absl.logging.ERROR)
+    tf_logger = logging.getLogger("tensorflow")
+    previous_level = tf_logger.level
+    tf_logger.setLevel(logging.ERROR)
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+    finally:
+        os.close(saved[0])
+        os.close(saved[1])
+        absl.logging.set_verbosity(previous_verbosity)
+        tf_logger.setLevel(previous_level)
+
+
+def convert_model(model, mode: str, calibration: np.ndarray | None = None, verbose: bool = False) -> bytes:
+    """A Keras model -> .tflite bytes in `mode` (see MODES).
+
+    calibration: float32 (N, H, W, 3) normalised training images, for int8 (uint8 in and out).
+    """
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory(prefix="retrain-edge-export-") as export_dir, _quiet(verbose):
+        model.export(export_dir, format="tf_saved_model", verbose=verbose)
+        converter = tf.lite.TFLiteConverter.from_saved_model(export_dir)
+        if mode != "float32":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if mode == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        if mode == "int8":
+            converter.representative_dataset = lambda: ([image[np.newaxis]] for image in calibration)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.uint8
+            converter.inference_output_type = tf.uint8
+        try:
+            return converter.convert()
+        except Exception as error:  # the converter's errors carry its whole log; show the first line
+            first_line = (str(error).strip().splitlines() or ["no detail"])[0]
+            raise UserError(f"the TFLite converter failed ({first_line}); run again with --verbose "
+                            f"to see its log") from None
+
+
+def add_metadata(tflite_bytes: bytes, metadata: dict) -> bytes:
+    """Append a `retrain_edge` metadata entry (UTF-8 JSON) to a .tflite flatbuffer."""
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(tflite_bytes, 0))
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(json.dumps(metadata).encode(), dtype=np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name = METADATA_NAME
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = [item for item in (model.metadata or []) if item.name not in (METADATA_NAME, METADATA_NAME.encode())] + [entry]
+    builder = flatbuffers.Builder(len(tflite_bytes) + 4096)
+    builder.Finish(model.Pack(builder), file_identifier=TFLITE_MAGIC)
+    return bytes(builder.Output())
+
+
+def prove(model, runtime, inputs: np.ndarray, pixels: np.ndarray, examples: list[tuple[str, int]],
+          labels: list[str]) -> dict:
+    """Keras on `inputs` against the TFLite model on `pixels`, through the edge runtime's preprocessing.
+
+    inputs: float32 (N, H, W, 3) normalised; pixels: the same images as uint8 (N, H, W, 3);
+    examples: N (relative path, true label index). Returns the ConversionReport proof fields.
+    """
+    if not examples:
+        return {}
+    truth = np.array([index for _, index in examples])
+    keras_scores = model.predict(inputs, batch_size=KERAS_BATCH_SIZE, verbose=0)
+    tensors = [runtime.preprocess(image) for image in pixels]
+    for tensor in tensors[:WARMUP_INVOCATIONS]:
+        runtime.infer(tensor)
+    tflite_scores, latencies = [], []
+    for tensor in tensors:
+        started = time.perf_counter()
+        tflite_scores.append(runtime.infer(tensor))
+        latencies.append(time.perf_counter() - started)
+    tflite_scores = np.stack(tflite_scores)
+    keras_top1, tflite_top1 = keras_scores.argmax(axis=1), tflite_scores.argmax(axis=1)
+    return {
+        "keras_accuracy": float(np.mean(keras_top1 == truth)),
+        "tflite_accuracy": float(np.mean(tflite_top1 == truth)),
+        "top1_agreement": float(np.mean(keras_top1 == tflite_top1)),
+        "max_probability_difference": float(np.abs(keras_scores - tflite_scores).max()),
+        "median_latency_ms": round(float(np.median(latencies)) * 1000, 3),
+        "disagreements": [
+            {"path": examples[index][0], "keras": labels[keras_top1[index]], "tflite": labels[tflite_top1[index]]}
+            for index in np.flatnonzero(keras_top1 != tflite_top1)
+        ],
+    }

@@ -1,0 +1,321 @@
+"""Training: a new softmax layer on cached bottlenecks, then the full model, labels and run.json.
+
+The head is trained in numpy: on a few thousand cached vectors a step is a (batch x d) by
+(d x classes) product, and 4000 of them take about a second, with no graph to build.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from trainer import UserError
+from trainer.backbones import DEFAULT_ARCHITECTURE, INPUT_MEAN, INPUT_STD, build_backbone, get_backbone, weights_id
+from trainer.bottlenecks import BottleneckCache, default_bottleneck_dir, image_bottlenecks, make_forward
+from trainer.dataset import SETS, ImageList, list_images
+from trainer.outputs import LABELS_FILE, MODEL_FILE, atomic_output, write_labels, write_run
+
+log = logging.getLogger(__name__)
+
+RUN_FORMAT = 1
+# The classic initialiser of the new layer's weights (truncated normal, stddev 0.001).
+INITIAL_WEIGHT_STDDEV = 0.001
+# At most this many per-evaluation lines are printed; every evaluation still goes to TensorBoard.
+PRINTED_EVALUATIONS = 20
+
+
+@dataclass
+class TrainOptions:
+    """Everything `retrain-edge train` does; the defaults are the classic retrain.py's."""
+
+    image_dir: Path
+    output_dir: Path = Path("retrain_output")
+    architecture: str = DEFAULT_ARCHITECTURE
+    weights: str = "imagenet"  # "imagenet", "none" or a Keras no-top weights file
+    bottleneck_dir: Path = field(default_factory=default_bottleneck_dir)
+    summaries_dir: Path | None = None  # default: output_dir/logs
+    how_many_training_steps: int = 4000
+    learning_rate: float = 0.01
+    train_batch_size: int = 100
+    eval_step_interval: int = 10
+    validation_batch_size: int = 100  # -1: the whole validation set at every evaluation
+    test_batch_size: int = -1  # -1: the whole test set
+    validation_percentage: int = 10
+    testing_percentage: int = 10
+    print_misclassified_test_images: bool = False
+    output_graph: Path | None = None  # classic: also write the model here
+    output_labels: Path | None = None  # classic: also write the labels here
+    seed: int = 0
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    validation_accuracy: float | None
+    test_accuracy: float | None
+    test_count: int
+    misclassified: list[tuple[str, str, str]]  # (path, true label, predicted label)
+    run: dict
+
+
+@dataclass
+class SoftmaxHead:
+    """The new final layer: probabilities = softmax(bottlenecks @ weights + biases)."""
+
+    weights: np.ndarray  # (bottleneck_size, classes)
+    biases: np.ndarray  # (classes,)
+
+    def probabilities(self, bottlenecks: np.ndarray) -> np.ndarray:
+        """(n, bottleneck_size) -> (n, classes)"""
+        logits = bottlenecks @ self.weights + self.biases
+        logits -= logits.max(axis=1, keepdims=True)
+        exponentials = np.exp(logits)
+        return exponentials / exponentials.sum(axis=1, keepdims=True)
+
+
+def accuracy_and_cross_entropy(head: SoftmaxHead, bottlenecks: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    probabilities = head.probabilities(bottlenecks)
+    accuracy = float(np.mean(probabilities.argmax(axis=1) == labels))
+    cross_entropy = float(-np.mean(np.log(probabilities[np.arange(len(labels)), labels] + 1e-12)))
+    return accuracy, cross_entropy
+
+
+class ClassBalancedSampler:
+    """The classic sampling: a random class, then a random image of it, with replacement."""
+
+    def __init__(self, labels: np.ndarray, rng: np.random.Generator):
+        self.rng = rng
+        self.by_class = np.argsort(labels, kind="stable")
+        classes, self.starts, self.counts = np.unique(labels[self.by_class], return_index=True, return_counts=True)
+
+    def batch(self, batch_size: int) -> np.ndarray:
+        """(batch_size,) indices into the labels given at construction."""
+        classes = self.rng.integers(len(self.counts), size=batch_size)
+        offsets = (self.rng.random(batch_size) * self.counts[classes]).astype(np.int64)
+        return self.by_class[self.starts[classes] + offsets]
+
+
+class Summaries:
+    """TensorBoard event files: one sub-folder per run, never deleting what is there."""
+
+    def __init__(self, run_folder: Path):
+        import tensorflow as tf
+
+        self.tf = tf
+        self.folder = run_folder
+        self.writers = {name: tf.summary.create_file_writer(str(run_folder / name)) for name in ("train", "validation")}
+
+    def scalars(self, name: str, step: int, **values: float) -> None:
+        with self.writers[name].as_default(step=step):
+            for key, value in values.items():
+                self.tf.summary.scalar(key, value)
+
+    def histograms(self, step: int, head: SoftmaxHead) -> None:
+        with self.writers["train"].as_default(step=step):
+            self.tf.summary.histogram("final_layer/weights", head.weights)
+            self.tf.summary.histogram("final_layer/biases", head.biases)
+
+    def close(self) -> None:
+        for writer in self.writers.values():
+            writer.close()
+
+
+def initial_head(rng: np.random.Generator, bottleneck_size: int, class_count: int) -> SoftmaxHead:
+    """The classic initial layer: truncated normal weights (stddev 0.001), zero biases."""
+    weights = rng.normal(0, INITIAL_WEIGHT_STDDEV, (bottleneck_size, class_count))
+    weights = np.clip(weights, -2 * INITIAL_WEIGHT_STDDEV, 2 * INITIAL_WEIGHT_STDDEV)
+    return SoftmaxHead(weights.astype(np.float32), np.zeros(class_count, np.float32))
+
+
+def train_head(
+    options: TrainOptions,
+    train_bottlenecks: np.ndarray,
+    train_labels: np.ndarray,
+    validation_bottlenecks: np.ndarray,
+    validation_labels: np.ndarray,
+    class_count: int,
+    summaries: Summaries,
+    centre: bool = True,
+) -> tuple[SoftmaxHead, list[dict]]:
+    """Minibatch SGD on softmax cross entropy; returns the head and the evaluation history.
+
+    With `centre`, SGD runs on bottlenecks centred per feature and scaled to unit overall
+    variance, and the transform is folded into the returned head, so it still takes raw
+    bottlenecks. The classic recipe (centre=False) trains on raw vectors, whose scale and offset
+    differ by backbone (ReLU outputs are all positive), so one learning rate cannot fit them all.
+    """
+    rng = np.random.default_rng(options.seed)
+    if centre:
+        offset = train_bottlenecks.mean(axis=0)
+        scale = float((train_bottlenecks - offset).std()) or 1.0
+    else:
+        offset, scale = np.zeros(train_bottlenecks.shape[1], np.float32), 1.0
+    train_bottlenecks = (train_bottlenecks - offset) / scale
+    validation_bottlenecks = (validation_bottlenecks - offset) / scale
+    head = initial_head(rng, train_bottlenecks.shape[1], class_count)
+    sampler = ClassBalancedSampler(train_labels, rng)
+    steps = options.how_many_training_steps
+    print_every = max(options.eval_step_interval, steps // PRINTED_EVALUATIONS)
+    history = []
+    # Each step multiplies a (batch x d) by a (d x classes) matrix: threads only add overhead.
+    with threadpool_limits(1):
+        for step in range(1, steps + 1):
+            batch = sampler.batch(options.train_batch_size)
+            inputs, targets = train_bottlenecks[batch], train_labels[batch]
+            probabilities = head.probabilities(inputs)
+            # d(cross entropy)/d(logits) for softmax is (probabilities - one_hot) / batch size.
+            probabilities[np.arange(len(batch)), targets] -= 1
+            probabilities /= len(batch)
+            head.weights -= options.learning_rate * (inputs.T @ probabilities)
+            head.biases -= options.learning_rate * probabilities.sum(axis=0)
+
+            if step % options.eval_step_interval and step != steps:
+                continue
+            history.append(evaluate_step(options, head, step, inputs, targets, validation_bottlenecks,
+                                         validation_labels, rng, summaries))
+            if step % print_every == 0 or step == steps:
+                summaries.histograms(step, head)
+                print_step(history[-1], steps)
+    folded_weights = (head.weights / scale).astype(np.float32)
+    return SoftmaxHead(folded_weights, (head.biases - offset @ folded_weights).astype(np.float32)), history
+
+
+def evaluate_step(options, head, step, inputs, targets, validation_bottlenecks, validation_labels, rng, summaries) -> dict:
+    """Accuracy and cross entropy on this step's batch and on (a sample of) validation."""
+    train_accuracy, cross_entropy = accuracy_and_cross_entropy(head, inputs, targets)
+    record = {"step": step, "train_accuracy": train_accuracy, "cross_entropy": cross_entropy}
+    summaries.scalars("train", step, accuracy=train_accuracy, cross_entropy=cross_entropy)
+    if len(validation_labels):
+        sample = np.arange(len(validation_labels))
+        if 0 < options.validation_batch_size < len(sample):
+            sample = rng.choice(sample, options.validation_batch_size, replace=False)
+        validation_accuracy, validation_entropy = accuracy_and_cross_entropy(
+            head, validation_bottlenecks[sample], validation_labels[sample])
+        record["validation_accuracy"] = validation_accuracy
+        record["validation_cross_entropy"] = validation_entropy
+        summaries.scalars("validation", step, accuracy=validation_accuracy, cross_entropy=validation_entropy)
+    return record
+
+
+def print_step(record: dict, steps: int) -> None:
+    validation = f"{record['validation_accuracy']:.1%}" if "validation_accuracy" in record else "n/a"
+    print(f"step {record['step']:>{len(str(steps))}}: train accuracy {record['train_accuracy']:6.1%}, "
+          f"cross entropy {record['cross_entropy']:.4f}, validation accuracy {validation}", file=sys.stderr)
+
+
+def build_classifier(backbone_model, head: SoftmaxHead):
+    """The deployable model: float32 (batch, h, w, 3) in [-1, 1] -> class probabilities."""
+    import keras
+
+    final_layer = keras.layers.Dense(head.weights.shape[1], activation="softmax", name="final_result")
+    outputs = final_layer(backbone_model.output)
+    final_layer.set_weights([head.weights, head.biases])
+    return keras.Model(backbone_model.input, outputs, name="retrained_classifier")
+
+
+def set_arrays(images: ImageList, set_name: str, vectors_by_path: dict[str, np.ndarray]):
+    examples = images.examples(set_name)
+    if not examples:
+        return np.zeros((0, 0), np.float32), np.zeros(0, np.int64), []
+    paths = [path for path, _ in examples]
+    return np.stack([vectors_by_path[path] for path in paths]), np.array([label for _, label in examples]), paths
+
+
+def train(options: TrainOptions) -> TrainResult:
+    """Run the whole recipe: list, bottlenecks, head, test, outputs."""
+    if options.how_many_training_steps < 1 or options.train_batch_size < 1 or options.eval_step_interval < 1:
+        raise UserError("--how_many_training_steps, --train_batch_size and --eval_step_interval must be at least 1")
+    if options.learning_rate <= 0:
+        raise UserError("--learning_rate must be positive")
+    timings = {}
+    started = time.perf_counter()
+    images = list_images(options.image_dir, options.validation_percentage, options.testing_percentage)
+    backbone = get_backbone(options.architecture)
+    cache = BottleneckCache.for_backbone(options.bottleneck_dir, backbone, weights_id(options.weights, options.seed))
+    timings["list_images_s"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    backbone_model = build_backbone(backbone, options.weights, options.seed)
+    timings["build_backbone_s"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    all_paths = sorted({path for set_name in SETS for path, _ in images.examples(set_name)})
+    vectors = image_bottlenecks([images.image_dir / path for path in all_paths], backbone.input_size,
+                                make_forward(backbone_model), cache)
+    vectors_by_path = dict(zip(all_paths, vectors))
+    timings["bottlenecks_s"] = time.perf_counter() - started
+
+    train_x, train_y, _ = set_arrays(images, "training", vectors_by_path)
+    validation_x, validation_y, _ = set_arrays(images, "validation", vectors_by_path)
+    test_x, test_y, test_paths = set_arrays(images, "testing", vectors_by_path)
+    if not len(train_y):
+        raise UserError("no training images: lower --validation_percentage and --testing_percentage or add images")
+
+    summaries_root = options.summaries_dir or options.output_dir / "logs"
+    summaries = Summaries(Path(summaries_root) / time.strftime("%Y%m%d-%H%M%S"))
+    started = time.perf_counter()
+    try:
+        head, history = train_head(options, train_x, train_y, validation_x, validation_y, len(images.labels), summaries)
+    finally:
+        summaries.close()
+    timings["training_s"] = time.perf_counter() - started
+
+    test_accuracy, misclassified = None, []
+    if len(test_y):
+        test_sample = np.arange(len(test_y))
+        if 0 < options.test_batch_size < len(test_sample):
+            test_sample = np.random.default_rng(options.seed).choice(test_sample, options.test_batch_size, replace=False)
+        predictions = head.probabilities(test_x[test_sample]).argmax(axis=1)
+        test_accuracy = float(np.mean(predictions == test_y[test_sample]))
+        misclassified = [(test_paths[i], images.labels[test_y[i]], images.labels[p])
+                         for i, p in zip(test_sample, predictions) if p != test_y[i]]
+    validation_accuracy = None
+    if len(validation_y):
+        validation_accuracy, _ = accuracy_and_cross_entropy(head, validation_x, validation_y)
+
+    run = {
+        "format_version": RUN_FORMAT,
+        "architecture": backbone.name,
+        "input_size": list(backbone.input_size),
+        "input_mean": INPUT_MEAN,
+        "input_std": INPUT_STD,
+        "bottleneck_size": backbone.bottleneck_size,
+        "weights": options.weights if options.weights in ("imagenet", "none") else str(Path(options.weights).resolve()),
+        "labels": images.labels,
+        "image_dir": str(images.image_dir),
+        "split": {"validation_percentage": options.validation_percentage,
+                  "testing_percentage": options.testing_percentage, "files": images.files},
+        "hyperparameters": {key: value for key, value in asdict(options).items()
+                            if key in ("how_many_training_steps", "learning_rate", "train_batch_size",
+                                       "eval_step_interval", "validation_batch_size", "test_batch_size", "seed")},
+        "history": history,
+        "accuracy": {"validation": validation_accuracy, "test": test_accuracy},
+        "test_count": len(test_y),
+        "timings": timings,
+        "skipped_files": images.skipped,
+        "summaries_dir": str(summaries.folder),
+        "model_file": MODEL_FILE,
+        "labels_file": LABELS_FILE,
+    }
+    write_outputs(options, build_classifier(backbone_model, head), images.labels, run)
+    return TrainResult(options.output_dir, validation_accuracy, test_accuracy, len(test_y), misclassified, run)
+
+
+def write_outputs(options: TrainOptions, model, labels: list[str], run: dict) -> None:
+    """Model, labels, then run.json last: a run.json present always describes the files beside it."""
+    output_dir = Path(options.output_dir)
+    with atomic_output(output_dir / MODEL_FILE) as temporary:
+        model.save(temporary)
+        if options.output_graph:
+            with atomic_output(Path(options.output_graph)) as graph_temporary:
+                graph_temporary.write_bytes(temporary.read_bytes())
+    write_labels(output_dir / LABELS_FILE, labels)
+    if options.output_labels:
+        write_labels(Path(options.output_labels), labels)
+    write_run(output_dir, run)
