@@ -117,8 +117,10 @@ def compute_cached(
 ) -> np.ndarray:
     """Bottleneck per key, from the cache or computed: float32 (len(keys), cache.size).
 
-    load_pixels(i) gives uint8 (h, w, 3) for keys[i]; it runs in worker threads so decoding the
-    next batch overlaps the forward pass of this one (Pillow and TF both release the GIL).
+    load_pixels(i) gives uint8 (h, w, 3) for keys[i], or a tuple of arrays that forward takes
+    batched as separate arguments (distortions pass (working image, parameters)); it runs in
+    worker threads so decoding the next batch overlaps the forward pass of this one (Pillow and
+    TF both release the GIL).
     Each computed batch is written to the cache at once, so an interrupted run resumes there.
     """
     vectors = np.empty((len(keys), cache.size), dtype=np.float32)
@@ -139,10 +141,11 @@ def compute_cached(
         task = progress.add_task(f"{description} ({len(keys) - len(missing)} cached)", total=len(missing), rate="")
         pending = [pool.submit(load_pixels, index) for index in batches[0]]
         for number, batch in enumerate(batches):
-            pixels = np.stack([future.result() for future in pending])
+            loaded = [future.result() for future in pending]
             if number + 1 < len(batches):
                 pending = [pool.submit(load_pixels, index) for index in batches[number + 1]]
-            batch_vectors = forward(pixels)
+            parts = zip(*loaded) if isinstance(loaded[0], tuple) else [loaded]
+            batch_vectors = forward(*(np.stack(part) for part in parts))
             for index, vector in zip(batch, batch_vectors):
                 vectors[index] = vector
                 cache.write(keys[index], vector)

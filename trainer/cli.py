@@ -75,7 +75,9 @@ def train_and_report(options) -> None:
     else:
         typer.echo(f"final test accuracy = {result.test_accuracy:.1%} (N={result.test_count})")
     typer.echo(f"wrote {options.output_dir}/model.keras, labels.txt and run.json; "
-               f"TensorBoard: tensorboard --logdir {result.run['summaries_dir']}")
+               f"TensorBoard: tensorboard --logdir {result.run['summaries_dir']}\n"
+               f"next: retrain-edge evaluate --output_dir {options.output_dir} "
+               f"(accuracy per class, confusion matrix and mistakes in {options.output_dir}/report.html)")
 
 
 @app.command("train")
@@ -98,9 +100,15 @@ def train_command(
     output_graph: Path = typer.Option(None, "--output_graph", "--output-graph", help="Also write the model here (classic flag)."),
     output_labels: Path = typer.Option(None, "--output_labels", "--output-labels", help="Also write the labels here (classic flag)."),
     seed: int = typer.Option(0, "--seed", help="Seed for sampling and random weights: same seed, same model."),
+    random_crop: int = typer.Option(0, "--random_crop", "--random-crop", min=0, max=100, help="Percent margin to crop from training images at random (classic distortion)."),
+    random_scale: int = typer.Option(0, "--random_scale", "--random-scale", min=0, max=100, help="Percent to enlarge training images by at random before cropping."),
+    random_brightness: int = typer.Option(0, "--random_brightness", "--random-brightness", min=0, max=100, help="Percent to brighten or darken training images by at random."),
+    flip_left_right: bool = typer.Option(False, "--flip_left_right", "--flip-left-right", help="Mirror half of the training images (not for text or other handed things)."),
+    distortion_variants: int = typer.Option(10, "--distortion_variants", "--distortion-variants", min=0, help="Distorted versions per training image, drawn once and cached beside the bottlenecks; 0 distorts afresh at every step (classic, far slower)."),
     verbose: bool = typer.Option(False, "--verbose", help="Also print informational messages."),
 ) -> None:
     """Retrain the final layer of a backbone on IMAGE_DIR (the classic retrain.py recipe)."""
+    from trainer.distortions import DistortionOptions
     from trainer.train import TrainOptions
 
     setup_logging(verbose)
@@ -113,8 +121,68 @@ def train_command(
         validation_percentage=validation_percentage, testing_percentage=testing_percentage,
         print_misclassified_test_images=print_misclassified_test_images,
         output_graph=output_graph, output_labels=output_labels, seed=seed,
+        distortions=DistortionOptions(random_crop, random_scale, random_brightness, flip_left_right, distortion_variants),
     )
     run(train_and_report, options)
+
+
+def evaluate_and_report(options) -> None:
+    from trainer.report import evaluate, format_evaluation
+
+    require_training_extra()
+    result = evaluate(options)
+    typer.echo(format_evaluation(result))
+    typer.echo(f"wrote {result.report_path} and {result.confusion_matrix_path}")
+
+
+@app.command("evaluate")
+def evaluate_command(
+    output_dir: Path = typer.Option(Path("retrain_output"), "--output_dir", "--output-dir", help="The output folder of `retrain-edge train` (run.json, model.keras)."),
+    model: Path = typer.Option(None, "--model", help="A .keras or .tflite model to evaluate; a .tflite runs through the device's own code. [default: OUTPUT_DIR/model.keras]"),
+    split: str = typer.Option(None, "--split", help="test, validation, training or all (the split recorded by train). [default: test; all with --image_dir]"),
+    image_dir: Path = typer.Option(None, "--image_dir", "--image-dir", help="Evaluate on this folder of class sub-folders instead (split by file name as train splits)."),
+    report_dir: Path = typer.Option(None, "--report_dir", "--report-dir", help="Where report.html and confusion_matrix.png go. [default: OUTPUT_DIR]"),
+    verbose: bool = typer.Option(False, "--verbose", help="Also print informational messages."),
+) -> None:
+    """Evaluate a model on a split: accuracy, per-class precision/recall/F1, confusion matrix, report.html."""
+    from trainer.report import EvaluateOptions
+
+    setup_logging(verbose)
+    run(evaluate_and_report, EvaluateOptions(output_dir=output_dir, model=model, split=split,
+                                             image_dir=image_dir, report_dir=report_dir))
+
+
+def audit_and_report(options) -> None:
+    from trainer.report import audit, format_audit
+
+    require_training_extra()
+    result = audit(options)
+    typer.echo(format_audit(result))
+    typer.echo(f"wrote {result.report_path}")
+
+
+@app.command("audit")
+def audit_command(
+    image_dir: Path = typer.Option(..., "--image_dir", "--image-dir", help="Folder with one sub-folder of images per class."),
+    architecture: str = typer.Option(DEFAULT_ARCHITECTURE, "--architecture", help="Backbone whose bottlenecks judge the images (as for train; the cache is shared)."),
+    weights: str = typer.Option("imagenet", "--weights", help="Backbone weights: 'imagenet', a Keras no-top weights file, or 'none' (random: finds no mislabels)."),
+    bottleneck_dir: Path = typer.Option(default_bottleneck_dir(), "--bottleneck_dir", "--bottleneck-dir", help="Bottleneck cache, shared with train."),
+    validation_percentage: int = typer.Option(10, "--validation_percentage", "--validation-percentage", min=0, max=100, help="Percent of images for validation, as for train."),
+    testing_percentage: int = typer.Option(10, "--testing_percentage", "--testing-percentage", min=0, max=100, help="Percent of images for the final test, as for train."),
+    folds: int = typer.Option(5, "--folds", help="Cross-validation folds for finding likely mislabelled images."),
+    mislabel_confidence: float = typer.Option(0.8, "--mislabel_confidence", "--mislabel-confidence", help="Flag an image when the cross-validated prediction is another class with at least this probability."),
+    report_dir: Path = typer.Option(Path("retrain_output"), "--report_dir", "--report-dir", help="Where audit.html goes."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the folds and random weights."),
+    verbose: bool = typer.Option(False, "--verbose", help="Also print informational messages."),
+) -> None:
+    """Find likely problems in IMAGE_DIR before training: duplicate files, likely mislabelled images, small classes."""
+    from trainer.report import AuditOptions
+
+    setup_logging(verbose)
+    run(audit_and_report, AuditOptions(
+        image_dir=image_dir, architecture=architecture, weights=weights, bottleneck_dir=bottleneck_dir, seed=seed,
+        validation_percentage=validation_percentage, testing_percentage=testing_percentage, folds=folds,
+        mislabel_confidence=mislabel_confidence, report_dir=report_dir))
 
 
 @app.callback()
@@ -124,3 +192,7 @@ def commands() -> None:
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -123,7 +123,7 @@ def convert(options: ConvertOptions) -> ConversionReport:
     """Convert, write model.tflite + labels.txt atomically, prove it, record the proof in run.json."""
     if options.quantization not in MODES:
         raise UserError(f"unknown quantization {options.quantization!r}; choose one of {', '.join(MODES)}")
-    if options.calibration_images < 1:
+    if options.quantization == "int8" and options.calibration_images < 1:
         raise UserError("--calibration_images must be at least 1")
     source = _source(options)
     tflite_path = Path(options.output_tflite or Path(options.output_dir) / TFLITE_FILE)
@@ -160,7 +160,8 @@ def convert(options: ConvertOptions) -> ConversionReport:
     # The proof runs on the temporary file, so an interrupted proof leaves any earlier model in place.
     with atomic_output(tflite_path) as temporary:
         temporary.write_bytes(tflite_bytes)
-        runtime = load_model(temporary, num_threads=options.num_threads)
+        with _quiet(options.verbose):  # LiteRT announces its XNNPACK delegate on stderr
+            runtime = load_model(temporary, num_threads=options.num_threads)
         report = ConversionReport(
             mode=options.quantization, tflite_path=tflite_path, labels_path=labels_path,
             size_bytes=len(tflite_bytes), input_dtype=np.dtype(runtime.input_dtype).name,

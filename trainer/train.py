@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from trainer import UserError
 from trainer.backbones import DEFAULT_ARCHITECTURE, INPUT_MEAN, INPUT_STD, build_backbone, get_backbone, weights_id
 from trainer.bottlenecks import BottleneckCache, default_bottleneck_dir, image_bottlenecks, make_forward
 from trainer.dataset import SETS, ImageList, list_images
+from trainer.distortions import DistortionOptions, distorted_training_inputs
 from trainer.outputs import LABELS_FILE, MODEL_FILE, atomic_output, write_labels, write_run
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,7 @@ class TrainOptions:
     output_graph: Path | None = None  # classic: also write the model here
     output_labels: Path | None = None  # classic: also write the labels here
     seed: int = 0
+    distortions: DistortionOptions = field(default_factory=DistortionOptions)
 
 
 @dataclass
@@ -142,6 +145,7 @@ def train_head(
     class_count: int,
     summaries: Summaries,
     centre: bool = True,
+    training_inputs: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[SoftmaxHead, list[dict]]:
     """Minibatch SGD on softmax cross entropy; returns the head and the evaluation history.
 
@@ -149,6 +153,8 @@ def train_head(
     variance, and the transform is folded into the returned head, so it still takes raw
     bottlenecks. The classic recipe (centre=False) trains on raw vectors, whose scale and offset
     differ by backbone (ReLU outputs are all positive), so one learning rate cannot fit them all.
+    With `training_inputs` (indices into train_bottlenecks -> distorted bottlenecks (n, d)),
+    steps train on what it returns; train_bottlenecks then only set the centring.
     """
     rng = np.random.default_rng(options.seed)
     if centre:
@@ -168,6 +174,8 @@ def train_head(
         for step in range(1, steps + 1):
             batch = sampler.batch(options.train_batch_size)
             inputs, targets = train_bottlenecks[batch], train_labels[batch]
+            if training_inputs is not None:
+                inputs = (training_inputs(batch) - offset) / scale
             probabilities = head.probabilities(inputs)
             # d(cross entropy)/d(logits) for softmax is (probabilities - one_hot) / batch size.
             probabilities[np.arange(len(batch)), targets] -= 1
@@ -233,6 +241,7 @@ def train(options: TrainOptions) -> TrainResult:
         raise UserError("--how_many_training_steps, --train_batch_size and --eval_step_interval must be at least 1")
     if options.learning_rate <= 0:
         raise UserError("--learning_rate must be positive")
+    options.distortions.validate()
     timings = {}
     started = time.perf_counter()
     images = list_images(options.image_dir, options.validation_percentage, options.testing_percentage)
@@ -257,11 +266,20 @@ def train(options: TrainOptions) -> TrainResult:
     if not len(train_y):
         raise UserError("no training images: lower --validation_percentage and --testing_percentage or add images")
 
+    training_inputs, distortions = None, {**asdict(options.distortions), "mode": "off"}
+    if options.distortions.enabled:
+        started = time.perf_counter()
+        training_paths = [images.image_dir / path for path, _ in images.examples("training")]
+        training_inputs, distortions = distorted_training_inputs(options.distortions, training_paths, backbone_model,
+                                                                 cache, options.seed)
+        timings["distortions_s"] = time.perf_counter() - started
+
     summaries_root = options.summaries_dir or options.output_dir / "logs"
     summaries = Summaries(Path(summaries_root) / time.strftime("%Y%m%d-%H%M%S"))
     started = time.perf_counter()
     try:
-        head, history = train_head(options, train_x, train_y, validation_x, validation_y, len(images.labels), summaries)
+        head, history = train_head(options, train_x, train_y, validation_x, validation_y, len(images.labels), summaries,
+                                   training_inputs=training_inputs)
     finally:
         summaries.close()
     timings["training_s"] = time.perf_counter() - started
@@ -294,6 +312,7 @@ def train(options: TrainOptions) -> TrainResult:
         "hyperparameters": {key: value for key, value in asdict(options).items()
                             if key in ("how_many_training_steps", "learning_rate", "train_batch_size",
                                        "eval_step_interval", "validation_batch_size", "test_batch_size", "seed")},
+        "distortions": distortions,
         "history": history,
         "accuracy": {"validation": validation_accuracy, "test": test_accuracy},
         "test_count": len(test_y),

@@ -1,0 +1,228 @@
+"""retrain-edge evaluate and audit: figures checked by hand, the report's HTML and images, the audit's finds."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from conftest import TINY_ARCHITECTURE, load_script, shared_path
+from edge.image import load_rgb
+from trainer.cli import app
+from trainer.dataset import list_images, set_for_file
+from trainer.report import (
+    AuditOptions, EvaluateOptions, audit, class_figures, confusion_matrix, evaluate, small_classes,
+)
+
+runner = CliRunner()
+PRETRAINED_WEIGHTS = ("weights", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5")
+# The audit's sample data: 20% buckets give every class at least 3 validation and test images.
+AUDIT_PERCENTAGES = ["--validation_percentage", "20", "--testing_percentage", "20"]
+
+
+def keras_predictions(output_dir: Path, relpaths: list[str]) -> np.ndarray:
+    """Predicted class indices straight from model.keras on the shared preprocessing: (n,)."""
+    import keras
+
+    run = json.loads((output_dir / "run.json").read_text())
+    model = keras.saving.load_model(output_dir / "model.keras", compile=False)
+    pixels = np.stack([load_rgb(Path(run["image_dir"]) / path, tuple(run["input_size"])) for path in relpaths])
+    return model.predict((pixels.astype(np.float32) - 127.5) / 127.5, verbose=0).argmax(axis=1)
+
+
+class ImageSources(HTMLParser):
+    """Collects every <img src> of a page and checks that tags open and close in order."""
+
+    VOID = {"img", "meta", "br", "hr", "link", "input"}
+
+    def __init__(self):
+        super().__init__()
+        self.sources, self.open_tags = [], []
+
+    def handle_starttag(self, tag, attributes):
+        if tag == "img":
+            self.sources.append(dict(attributes)["src"])
+        elif tag not in self.VOID:
+            self.open_tags.append(tag)
+
+    def handle_endtag(self, tag):
+        assert self.open_tags and self.open_tags.pop() == tag, f"</{tag}> closes nothing open"
+
+
+def embedded_images(page: Path) -> list[Image.Image]:
+    """Parse the page as HTML; decode every embedded image (all must be data: URLs)."""
+    parser = ImageSources()
+    parser.feed(page.read_text())
+    parser.close()
+    assert parser.open_tags == []
+    images = []
+    for source in parser.sources:
+        header, data = source.split(",", 1)
+        assert header in ("data:image/png;base64", "data:image/jpeg;base64")
+        image = Image.open(io.BytesIO(base64.b64decode(data)))
+        image.load()
+        images.append(image)
+    return images
+
+
+# --- evaluate ------------------------------------------------------------------------------------
+
+def test_confusion_matrix_and_figures_by_hand():
+    true = np.array([0, 0, 0, 1, 1, 2])
+    predicted = np.array([0, 0, 1, 1, 1, 0])
+    confusion = confusion_matrix(true, predicted, 3)
+    assert confusion.tolist() == [[2, 1, 0], [0, 2, 0], [1, 0, 0]]
+    figures = class_figures(confusion)
+    np.testing.assert_allclose(figures["precision"][:2], [2 / 3, 2 / 3])
+    np.testing.assert_allclose(figures["recall"], [2 / 3, 1, 0])
+    np.testing.assert_allclose(figures["f1"][:2], [2 / 3, 0.8])
+    assert np.isnan(figures["precision"][2]) and np.isnan(figures["f1"][2])  # never predicted
+    assert figures["support"].tolist() == [3, 2, 1]
+
+
+@pytest.fixture(scope="module")
+def evaluated(trained_dir, tmp_path_factory):
+    """`retrain-edge evaluate --split all` on the session's tiny model, report in its own folder."""
+    report_dir = tmp_path_factory.mktemp("report")
+    result = runner.invoke(app, ["evaluate", "--output_dir", str(trained_dir), "--split", "all",
+                                 "--report_dir", str(report_dir)])
+    assert result.exit_code == 0, result.output
+    return report_dir, result.output
+
+
+def test_evaluate_matrix_matches_keras_predictions_counted_by_hand(trained_dir, evaluated):
+    run = json.loads((trained_dir / "run.json").read_text())
+    labels = run["labels"]
+    examples = [(path, labels.index(label)) for set_name in ("training", "validation", "testing")
+                for label, paths in run["split"]["files"][set_name].items() for path in paths]
+    predicted = keras_predictions(trained_dir, [path for path, _ in examples])
+    expected = [[0] * len(labels) for _ in labels]
+    for (_, true), guess in zip(examples, predicted):
+        expected[true][guess] += 1
+
+    result = evaluate(EvaluateOptions(output_dir=trained_dir, split="all", report_dir=evaluated[0]))
+    assert result.confusion.tolist() == expected
+    assert result.accuracy == pytest.approx(sum(expected[i][i] for i in range(len(labels))) / len(examples))
+    # The printed matrix is the same one, row by row.
+    printed = evaluated[1].split("predicted label):\n", 1)[1].splitlines()[1:1 + len(labels)]
+    assert [[int(cell) for cell in line.split()[-len(labels):]] for line in printed] == expected
+    assert f"accuracy: {result.accuracy:.1%}" in evaluated[1]
+
+    # Any folder of class sub-folders: the same images, found afresh, give the same matrix.
+    folder = evaluate(EvaluateOptions(output_dir=trained_dir, image_dir=Path(run["image_dir"]),
+                                      report_dir=evaluated[0]))
+    assert folder.split == "all" and folder.confusion.tolist() == expected
+
+
+def test_report_is_valid_html_with_decodable_images(evaluated, trained_dir):
+    report_dir, output = evaluated
+    assert (trained_dir / "report.html").exists() is False  # --report_dir: nothing written into the run
+    assert f"wrote {report_dir / 'report.html'}" in output
+    with Image.open(report_dir / "confusion_matrix.png") as matrix:
+        assert matrix.format == "PNG" and min(matrix.size) > 200
+    images = embedded_images(report_dir / "report.html")
+    correct, total = map(int, output.split("accuracy: ")[1].split("(")[1].split(")")[0].split("/"))
+    # The confusion matrix, the training curves, then one thumbnail per mistake.
+    assert len(images) == 2 + min(total - correct, 100)
+    assert [image.format for image in images[:2]] == ["PNG", "PNG"]
+    assert all(image.format == "JPEG" and max(image.size) <= 160 for image in images[2:])
+    page = (report_dir / "report.html").read_text()
+    assert "http" not in page.replace("<!DOCTYPE html>", "")  # nothing to fetch
+
+
+def test_evaluate_tflite_through_the_edge_runtime_matches_keras(trained_dir, evaluated, tmp_path):
+    from trainer.convert import ConvertOptions, convert
+
+    output_dir = tmp_path / "run"
+    shutil.copytree(trained_dir, output_dir, ignore=shutil.ignore_patterns("logs"))
+    convert(ConvertOptions(output_dir=output_dir))
+    keras_result = evaluate(EvaluateOptions(output_dir=output_dir, report_dir=tmp_path / "keras"))
+    tflite_result = evaluate(EvaluateOptions(output_dir=output_dir, model=output_dir / "model.tflite",
+                                             report_dir=tmp_path / "tflite"))
+    assert tflite_result.split == "test" and tflite_result.paths == keras_result.paths
+    np.testing.assert_allclose(tflite_result.scores, keras_result.scores, atol=1e-4)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--split", "everything"], "--split everything"),
+    (["--model", "nowhere.tflite"], "does not exist"),
+])
+def test_evaluate_mistakes_are_one_line_errors(trained_dir, tmp_path, arguments, message):
+    result = runner.invoke(app, ["evaluate", "--output_dir", str(trained_dir), "--report_dir", str(tmp_path),
+                                 *arguments])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
+def test_evaluate_without_a_run_says_to_train_first(tmp_path):
+    result = runner.invoke(app, ["evaluate", "--output_dir", str(tmp_path)])
+    assert result.exit_code == 2 and "retrain-edge train" in result.output
+
+
+# --- audit ---------------------------------------------------------------------------------------
+
+def test_small_classes_are_those_with_few_validation_or_test_images(sample_dir):
+    images = list_images(sample_dir, 10, 10)
+    found = small_classes(images.files, images.labels, 10, 10)
+    expected = {label for label in images.labels
+                if min(len(images.files["validation"][label]), len(images.files["testing"][label])) < 3}
+    assert {entry["label"] for entry in found} == expected and expected  # the 10% buckets are too small here
+    assert small_classes(images.files, images.labels, 0, 0) == []
+
+
+@pytest.fixture(scope="module")
+def audit_arguments(tmp_path_factory) -> list[str]:
+    """Pretrained weights (random ones give no signal to find mislabels with) at the tiny input size."""
+    weights = shared_path(*PRETRAINED_WEIGHTS)
+    return ["--architecture", TINY_ARCHITECTURE, "--weights", str(weights), *AUDIT_PERCENTAGES,
+            "--bottleneck_dir", str(tmp_path_factory.mktemp("audit_bottlenecks"))]
+
+
+def test_audit_of_a_clean_set_reports_nothing(sample_dir, audit_arguments, tmp_path):
+    options = dict(zip(audit_arguments[::2], audit_arguments[1::2]))
+    result = audit(AuditOptions(
+        image_dir=sample_dir, architecture=TINY_ARCHITECTURE, weights=options["--weights"],
+        bottleneck_dir=Path(options["--bottleneck_dir"]), validation_percentage=20, testing_percentage=20,
+        report_dir=tmp_path))
+    assert (result.duplicates, result.suspected_mislabels, result.small_classes) == ([], [], [])
+    assert result.image_count == 160
+    assert len(embedded_images(tmp_path / "audit.html")) == 0
+
+
+def test_audit_finds_a_planted_duplicate_and_mislabelled_image(sample_dir, audit_arguments, tmp_path):
+    image_dir = tmp_path / "images"
+    shutil.copytree(sample_dir, image_dir)
+    # A copy of a circle under a name that the split puts in another set: a leak into evaluation.
+    original = sorted((image_dir / "circles").iterdir())[0]
+    original_set = set_for_file(original.name, 20, 20)
+    copy_name = next(name for name in (f"circles_copy{i}.jpg" for i in range(100))
+                     if set_for_file(name, 20, 20) != original_set)
+    shutil.copyfile(original, image_dir / "circles" / copy_name)
+    # A new circle image filed under stripes.
+    stray = load_script("make_sample_data").make_sample_dataset(tmp_path / "stray", classes=["circles"],
+                                                                images_per_class=1, size=128, seed=7)
+    planted = next((stray / "circles").iterdir())
+    shutil.copyfile(planted, image_dir / "stripes" / planted.name)
+
+    result = runner.invoke(app, ["audit", "--image_dir", str(image_dir), *audit_arguments,
+                                 "--report_dir", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith(("duplicate", "likely", "small"))]
+    assert len(lines) == 2, result.output
+    assert lines[0].startswith("duplicate within a class; across sets")
+    assert f"circles/{original.name}" in lines[0] and f"circles/{copy_name}" in lines[0]
+    assert lines[1].startswith(f"likely mislabelled: stripes/{planted.name} is labelled 'stripes' but looks like 'circles'")
+    # One thumbnail per duplicate group and per suspect.
+    assert len(embedded_images(tmp_path / "report" / "audit.html")) == 2
+
+
+def test_audit_rejects_a_single_fold(sample_dir, tmp_path):
+    result = runner.invoke(app, ["audit", "--image_dir", str(sample_dir), "--folds", "1", "--report_dir", str(tmp_path)])
+    assert result.exit_code == 2 and "--folds" in result.output
