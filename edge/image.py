@@ -17,6 +17,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 # Larger than any camera sensor (a 200 MP phone is 2e8); above this a file is a
 # decompression bomb, not a photo, and is refused before any pixel is decoded.
 MAX_IMAGE_PIXELS = 250_000_000
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # Pillow warns above its limit: raised as an error below
 RESAMPLE = Image.Resampling.BILINEAR
 
 
@@ -32,13 +33,14 @@ def open_rgb(path: str | Path, draft_size: tuple[int, int] | None = None) -> Ima
     """
     path = Path(path)
     try:
-        with Image.open(path) as image:
-            if image.width * image.height > MAX_IMAGE_PIXELS:
-                raise ImageError(f"{path}: {image.width}x{image.height} pixels is too large to be an image")
-            if draft_size is not None:
-                image.draft("RGB", draft_size)
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with warnings.catch_warnings():
+            # Pillow only warns between its limit and twice it: refuse those too, before decoding.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if image.width * image.height > MAX_IMAGE_PIXELS:
+                    raise ImageError(f"{path}: {image.width}x{image.height} pixels is too large to be an image")
+                if draft_size is not None:
+                    image.draft("RGB", draft_size)
                 return image.convert("RGB")
     except ImageError:
         raise

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import TINY_ARCHITECTURE
+from conftest import TINY_ARCHITECTURE, load_script
 from edge.image import load_rgb
 from trainer import UserError
 from trainer.backbones import build_backbone, get_backbone
@@ -21,6 +21,13 @@ from trainer.distortions import (
 
 SIZE = (48, 64)  # (height, width): not square, so a transposed axis would show
 DRAWS = 64
+
+
+@pytest.fixture(scope="module")
+def small_dir(tmp_path_factory):
+    """4 classes x 12 small images: enough for every split, few forward passes."""
+    return load_script("make_sample_data").make_sample_dataset(
+        tmp_path_factory.mktemp("distortions") / "images", images_per_class=12, size=64)
 
 
 def images_and_working(sample_dir, options, count=4):
@@ -104,15 +111,16 @@ def test_invalid_settings_are_user_errors():
         DistortionOptions(flip_left_right=True, distortion_variants=-1).validate()
 
 
-def test_variant_cache_is_reused_and_keyed_by_settings(sample_dir, tmp_path):
+def test_variant_cache_is_reused_and_keyed_by_settings(small_dir, tmp_path):
     backbone = get_backbone(TINY_ARCHITECTURE)
     model = build_backbone(backbone, "none", 0)
     plain_cache = BottleneckCache(tmp_path / "plain", backbone.bottleneck_size)
-    paths = sorted(sample_dir.rglob("*.jpg"))[:5]
+    paths = sorted(small_dir.rglob("*.jpg"))[:5]
     computed = []
+    # Every setting below has the same working size, so one compiled forward pass serves them all.
+    forward = make_distorted_forward(model, working_size(backbone.input_size, DistortionOptions(10, 10)))
 
     def run(options):
-        forward = make_distorted_forward(model, working_size(backbone.input_size, options))
         counting = lambda working, parameters: computed.append(len(parameters)) or forward(working, parameters)
         cache = variant_cache(plain_cache, options, seed=0)
         vectors = variant_bottlenecks(paths, options, 0, backbone.input_size, counting, cache)
@@ -138,9 +146,9 @@ def test_variant_cache_is_reused_and_keyed_by_settings(sample_dir, tmp_path):
 DISTORTION_FLAGS = ["--random_crop", "10", "--random-scale", "10", "--random_brightness", "10", "--flip_left_right"]
 
 
-def test_distorted_train_through_the_cli(sample_dir, tmp_path):
+def test_distorted_train_through_the_cli(small_dir, tmp_path):
     runner = CliRunner()
-    arguments = ["train", "--image_dir", str(sample_dir), "--architecture", TINY_ARCHITECTURE, "--weights", "none",
+    arguments = ["train", "--image_dir", str(small_dir), "--architecture", TINY_ARCHITECTURE, "--weights", "none",
                  "--bottleneck_dir", str(tmp_path / "bottlenecks"), "--how_many_training_steps", "20",
                  *DISTORTION_FLAGS]
     result = runner.invoke(app, [*arguments, "--distortion_variants", "2", "--output_dir", str(tmp_path / "cached")])

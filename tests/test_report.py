@@ -28,14 +28,16 @@ PRETRAINED_WEIGHTS = ("weights", "mobilenet_v2_weights_tf_dim_ordering_tf_kernel
 AUDIT_PERCENTAGES = ["--validation_percentage", "20", "--testing_percentage", "20"]
 
 
-def keras_predictions(output_dir: Path, relpaths: list[str]) -> np.ndarray:
-    """Predicted class indices straight from model.keras on the shared preprocessing: (n,)."""
+@pytest.fixture(scope="module")
+def keras_scores(trained_dir) -> dict[str, np.ndarray]:
+    """Relative path -> scores (classes,) straight from model.keras on the shared preprocessing, every image."""
     import keras
 
-    run = json.loads((output_dir / "run.json").read_text())
-    model = keras.saving.load_model(output_dir / "model.keras", compile=False)
-    pixels = np.stack([load_rgb(Path(run["image_dir"]) / path, tuple(run["input_size"])) for path in relpaths])
-    return model.predict((pixels.astype(np.float32) - 127.5) / 127.5, verbose=0).argmax(axis=1)
+    run = json.loads((trained_dir / "run.json").read_text())
+    paths = [path for files in run["split"]["files"].values() for label_paths in files.values() for path in label_paths]
+    model = keras.saving.load_model(trained_dir / "model.keras", compile=False)
+    pixels = np.stack([load_rgb(Path(run["image_dir"]) / path, tuple(run["input_size"])) for path in paths])
+    return dict(zip(paths, model.predict((pixels.astype(np.float32) - 127.5) / 127.5, verbose=0)))
 
 
 class ImageSources(HTMLParser):
@@ -98,28 +100,26 @@ def evaluated(trained_dir, tmp_path_factory):
     return report_dir, result.output
 
 
-def test_evaluate_matrix_matches_keras_predictions_counted_by_hand(trained_dir, evaluated):
+def test_evaluate_matrix_matches_keras_predictions_counted_by_hand(trained_dir, evaluated, keras_scores):
     run = json.loads((trained_dir / "run.json").read_text())
     labels = run["labels"]
-    examples = [(path, labels.index(label)) for set_name in ("training", "validation", "testing")
-                for label, paths in run["split"]["files"][set_name].items() for path in paths]
-    predicted = keras_predictions(trained_dir, [path for path, _ in examples])
     expected = [[0] * len(labels) for _ in labels]
-    for (_, true), guess in zip(examples, predicted):
-        expected[true][guess] += 1
+    for files in run["split"]["files"].values():
+        for label, paths in files.items():
+            for path in paths:
+                expected[labels.index(label)][int(keras_scores[path].argmax())] += 1
+    correct = sum(expected[i][i] for i in range(len(labels)))
 
-    result = evaluate(EvaluateOptions(output_dir=trained_dir, split="all", report_dir=evaluated[0]))
-    assert result.confusion.tolist() == expected
-    assert result.accuracy == pytest.approx(sum(expected[i][i] for i in range(len(labels))) / len(examples))
-    # The printed matrix is the same one, row by row.
-    printed = evaluated[1].split("predicted label):\n", 1)[1].splitlines()[1:1 + len(labels)]
+    output = evaluated[1]
+    printed = output.split("predicted label):\n", 1)[1].splitlines()[1:1 + len(labels)]
     assert [[int(cell) for cell in line.split()[-len(labels):]] for line in printed] == expected
-    assert f"accuracy: {result.accuracy:.1%}" in evaluated[1]
+    assert f"accuracy: {correct / len(keras_scores):.1%} ({correct}/{len(keras_scores)})" in output
 
     # Any folder of class sub-folders: the same images, found afresh, give the same matrix.
-    folder = evaluate(EvaluateOptions(output_dir=trained_dir, image_dir=Path(run["image_dir"]),
+    result = evaluate(EvaluateOptions(output_dir=trained_dir, image_dir=Path(run["image_dir"]),
                                       report_dir=evaluated[0]))
-    assert folder.split == "all" and folder.confusion.tolist() == expected
+    assert result.split == "all" and result.confusion.tolist() == expected
+    np.testing.assert_allclose(result.scores, [keras_scores[path] for path in result.paths], atol=1e-5)
 
 
 def test_report_is_valid_html_with_decodable_images(evaluated, trained_dir):
@@ -138,17 +138,17 @@ def test_report_is_valid_html_with_decodable_images(evaluated, trained_dir):
     assert "http" not in page.replace("<!DOCTYPE html>", "")  # nothing to fetch
 
 
-def test_evaluate_tflite_through_the_edge_runtime_matches_keras(trained_dir, evaluated, tmp_path):
+def test_evaluate_tflite_through_the_edge_runtime_matches_keras(trained_dir, keras_scores, tmp_path):
     from trainer.convert import ConvertOptions, convert
 
     output_dir = tmp_path / "run"
     shutil.copytree(trained_dir, output_dir, ignore=shutil.ignore_patterns("logs"))
     convert(ConvertOptions(output_dir=output_dir))
-    keras_result = evaluate(EvaluateOptions(output_dir=output_dir, report_dir=tmp_path / "keras"))
-    tflite_result = evaluate(EvaluateOptions(output_dir=output_dir, model=output_dir / "model.tflite",
-                                             report_dir=tmp_path / "tflite"))
-    assert tflite_result.split == "test" and tflite_result.paths == keras_result.paths
-    np.testing.assert_allclose(tflite_result.scores, keras_result.scores, atol=1e-4)
+    result = evaluate(EvaluateOptions(output_dir=output_dir, model=output_dir / "model.tflite"))
+    run = json.loads((output_dir / "run.json").read_text())
+    assert result.split == "test" and len(result.paths) == run["test_count"]
+    np.testing.assert_allclose(result.scores, [keras_scores[path] for path in result.paths], atol=1e-4)
+    assert (output_dir / "report.html").is_file() and (output_dir / "confusion_matrix.png").is_file()
 
 
 @pytest.mark.parametrize("arguments, message", [
@@ -207,7 +207,7 @@ def test_audit_finds_a_planted_duplicate_and_mislabelled_image(sample_dir, audit
     shutil.copyfile(original, image_dir / "circles" / copy_name)
     # A new circle image filed under stripes.
     stray = load_script("make_sample_data").make_sample_dataset(tmp_path / "stray", classes=["circles"],
-                                                                images_per_class=1, size=128, seed=7)
+                                                                images_per_class=1, size=128, seed=5)
     planted = next((stray / "circles").iterdir())
     shutil.copyfile(planted, image_dir / "stripes" / planted.name)
 
@@ -221,6 +221,13 @@ def test_audit_finds_a_planted_duplicate_and_mislabelled_image(sample_dir, audit
     assert lines[1].startswith(f"likely mislabelled: stripes/{planted.name} is labelled 'stripes' but looks like 'circles'")
     # One thumbnail per duplicate group and per suspect.
     assert len(embedded_images(tmp_path / "report" / "audit.html")) == 2
+
+
+def test_audit_with_random_weights_checks_files_only(sample_dir, tmp_path):
+    result = runner.invoke(app, ["audit", "--image_dir", str(sample_dir), "--weights", "none", *AUDIT_PERCENTAGES,
+                                 "--report_dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "does not look for mislabelled images" in result.output and "no problems found" in result.output
 
 
 def test_audit_rejects_a_single_fold(sample_dir, tmp_path):

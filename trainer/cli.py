@@ -165,7 +165,7 @@ def audit_and_report(options) -> None:
 def audit_command(
     image_dir: Path = typer.Option(..., "--image_dir", "--image-dir", help="Folder with one sub-folder of images per class."),
     architecture: str = typer.Option(DEFAULT_ARCHITECTURE, "--architecture", help="Backbone whose bottlenecks judge the images (as for train; the cache is shared)."),
-    weights: str = typer.Option("imagenet", "--weights", help="Backbone weights: 'imagenet', a Keras no-top weights file, or 'none' (random: finds no mislabels)."),
+    weights: str = typer.Option("imagenet", "--weights", help="Backbone weights: 'imagenet', a Keras no-top weights file, or 'none' (random: skips the search for mislabelled images)."),
     bottleneck_dir: Path = typer.Option(default_bottleneck_dir(), "--bottleneck_dir", "--bottleneck-dir", help="Bottleneck cache, shared with train."),
     validation_percentage: int = typer.Option(10, "--validation_percentage", "--validation-percentage", min=0, max=100, help="Percent of images for validation, as for train."),
     testing_percentage: int = typer.Option(10, "--testing_percentage", "--testing-percentage", min=0, max=100, help="Percent of images for the final test, as for train."),
@@ -183,6 +183,45 @@ def audit_command(
         image_dir=image_dir, architecture=architecture, weights=weights, bottleneck_dir=bottleneck_dir, seed=seed,
         validation_percentage=validation_percentage, testing_percentage=testing_percentage, folds=folds,
         mislabel_confidence=mislabel_confidence, report_dir=report_dir))
+
+
+def convert_and_report(options) -> None:
+    require_training_extra()
+    from trainer.convert import convert
+
+    report = convert(options)
+    typer.echo(report.table())
+    for disagreement in report.disagreements:
+        typer.echo(f"disagrees: {disagreement['path']} (Keras {disagreement['keras']}, TFLite {disagreement['tflite']})")
+    typer.echo(f"wrote {report.tflite_path} and {report.labels_path}")
+
+
+@app.command("convert")
+def convert_command(
+    output_dir: Path = typer.Option(Path("retrain_output"), "--output_dir", "--output-dir", help="The output of `retrain-edge train`: run.json and model.keras are read; model.tflite, labels.txt and the proof in run.json are written here."),
+    quantize: bool = typer.Option(False, "--quantize", help="Full-integer int8 with uint8 input and output (same as --quantization int8)."),
+    quantization: str = typer.Option(None, "--quantization", help="float32 (default), dynamic (int8 weights), float16, or int8 (uint8 in and out, calibrated)."),
+    calibration_images: int = typer.Option(200, "--calibration_images", "--calibration-images", help="Training images to calibrate int8 on, spread over the classes."),
+    image_dir: Path = typer.Option(None, "--image_dir", "--image-dir", help="Where the training images are now, if they moved since training. [default: the run's image_dir]"),
+    model: Path = typer.Option(None, "--model", help="Convert this Keras model file instead of OUTPUT_DIR/model.keras (with --labels)."),
+    labels: Path = typer.Option(None, "--labels", help="Labels file for --model, one per line in output order. [default: the run's labels]"),
+    output_tflite: Path = typer.Option(None, "--output_tflite", "--output-tflite", help="Where to write the model; labels.txt goes beside it. [default: OUTPUT_DIR/model.tflite]"),
+    num_threads: int = typer.Option(None, "--num_threads", "--num-threads", min=1, help="Interpreter threads for the latency measurement. [default: all cores]"),
+    verbose: bool = typer.Option(False, "--verbose", help="Also show the TFLite converter's log and informational messages."),
+) -> None:
+    """Convert the trained model to TFLite and prove it against the Keras model on the test split."""
+    from trainer.convert import ConvertOptions
+
+    setup_logging(verbose)
+    if quantize and quantization not in (None, "int8"):
+        typer.echo(f"error: --quantize means int8; it cannot be combined with --quantization {quantization}", err=True)
+        raise typer.Exit(2)
+    options = ConvertOptions(
+        output_dir=output_dir, quantization="int8" if quantize else (quantization or "float32"),
+        model=model, labels=labels, output_tflite=output_tflite, image_dir=image_dir,
+        calibration_images=calibration_images, num_threads=num_threads, verbose=verbose,
+    )
+    run(convert_and_report, options)
 
 
 @app.callback()
