@@ -117,10 +117,9 @@ build_root() {  # distro -> $CACHE/roots/<distro> with python3
     mv "$root.partial" "$root" && touch "$root/.complete"
 }
 
-emulate() {  # root program args... : run an arm64 program of that root under qemu-user
-    local root=$1; shift
-    env -i PATH=/usr/bin:/bin HOME=/root LANG=C.UTF-8 ${PYTHONPATH:+PYTHONPATH=$PYTHONPATH} \
-        "$QEMU" -cpu "$CPU" -L "$root" "$root$1" "${@:2}"
+python_in() {  # root [PYTHONPATH] -> sets EMULATED_PYTHON: the words that run the root's python3
+    EMULATED_PYTHON=(env -i PATH=/usr/bin:/bin HOME=/root LANG=C.UTF-8 "PYTHONPATH=${2:-}"
+                     "$QEMU" -cpu "$CPU" -L "$1" "$1/usr/bin/python3")
 }
 
 # --- the project wheel, built from the working tree -----------------------------------------
@@ -138,17 +137,15 @@ echo "ai-edge-litert==$LITERT_VERSION" > "$WORK/constraints.txt"
 
 install_runtime() {  # distro -> sets SITE_PATH (PYTHONPATH inside the root)
     local distro=$1 root=$CACHE/roots/$1 pyver glibc_minor key deps platforms=()
-    pyver=$(emulate "$root" /usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-    glibc_minor=$(emulate "$root" /usr/bin/python3 -c 'import os; print(os.confstr("CS_GNU_LIBC_VERSION").split(".")[1])')
+    python_in "$root"
+    pyver=$("${EMULATED_PYTHON[@]}" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+    glibc_minor=$("${EMULATED_PYTHON[@]}" -c 'import os; print(os.confstr("CS_GNU_LIBC_VERSION").split(".")[1])')
     # Every manylinux tag this root's glibc satisfies: pip's --platform takes each literally, and
     # ai-edge-litert 2.x ships only manylinux_2_27_aarch64 (without it pip falls back to 1.x).
     for ((minor = 17; minor <= glibc_minor; minor++)); do platforms+=(--platform "manylinux_2_${minor}_aarch64"); done
     platforms+=(--platform manylinux2014_aarch64)
-    # The dependencies are reinstalled only when what the wheel requires (pyproject.toml) changes.
-    key=$( { "$VENV_PYTHON" -c 'import sys, zipfile; wheel = zipfile.ZipFile(sys.argv[1])
-print(*[line for name in wheel.namelist() if name.endswith(".dist-info/METADATA")
-        for line in wheel.read(name).decode().splitlines() if line.startswith("Requires-Dist")], sep="\n")' "$WHEEL"; echo "$DEVICE_EXTRA $pyver ${platforms[*]}";
-             cat "$WORK/constraints.txt"; } | sha256sum | cut -c1-16)
+    # The dependencies are reinstalled only when their one source, pyproject.toml, changes.
+    key=$(cat "$REPO/pyproject.toml" "$WORK/constraints.txt" <(echo "$DEVICE_EXTRA $pyver ${platforms[*]}") | sha256sum | cut -c1-16)
     deps=/opt/retrain-edge/deps-$key
     if [ ! -d "$root$deps" ]; then
         say "installing the aarch64 wheels for Python $pyver into the $distro root"
@@ -172,9 +169,10 @@ ARM_RUNS=()
 for distro in "${DISTROS[@]}"; do
     build_root "$distro"
     install_runtime "$distro"
-    root=$CACHE/roots/$distro
     # The console script pip wrote for edge-classify, run by the root's own Python.
-    ARM_RUNS+=(--arm "$distro/py$PY_VERSION" "env -i PATH=/usr/bin:/bin HOME=/root LANG=C.UTF-8 PYTHONPATH=$SITE_PATH $QEMU -cpu $CPU -L $root $root/usr/bin/python3 /opt/retrain-edge/app/bin/edge-classify")
+    python_in "$CACHE/roots/$distro" "$SITE_PATH"
+    printf -v command '%q ' "${EMULATED_PYTHON[@]}" /opt/retrain-edge/app/bin/edge-classify
+    ARM_RUNS+=(--arm "$distro/py$PY_VERSION" "$command")
 done
 say "arm64 roots and runtime ready after $((SECONDS - started)) s"
 

@@ -138,17 +138,24 @@ def test_report_is_valid_html_with_decodable_images(evaluated, trained_dir):
     assert "http" not in page.replace("<!DOCTYPE html>", "")  # nothing to fetch
 
 
-def test_evaluate_tflite_through_the_edge_runtime_matches_keras(trained_dir, keras_scores, tmp_path):
-    from trainer.convert import ConvertOptions, convert
+def test_any_tflite_runs_through_the_edge_runtime_and_matches_keras(sample_dir, tmp_path):
+    """A model from elsewhere, with labels.txt beside it and no run.json, on a folder of class sub-folders."""
+    import keras
+    import tensorflow as tf
 
-    output_dir = tmp_path / "run"
-    shutil.copytree(trained_dir, output_dir, ignore=shutil.ignore_patterns("logs"))
-    convert(ConvertOptions(output_dir=output_dir))
-    result = evaluate(EvaluateOptions(output_dir=output_dir, model=output_dir / "model.tflite"))
-    run = json.loads((output_dir / "run.json").read_text())
-    assert result.split == "test" and len(result.paths) == run["test_count"]
-    np.testing.assert_allclose(result.scores, [keras_scores[path] for path in result.paths], atol=1e-4)
-    assert (output_dir / "report.html").is_file() and (output_dir / "confusion_matrix.png").is_file()
+    inputs = keras.Input((32, 32, 3))
+    features = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(features))
+    model.save(tmp_path / "model.keras")
+    (tmp_path / "model.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    (tmp_path / "labels.txt").write_text("".join(f"{label}\n" for label in list_images(sample_dir).labels))
+
+    results = [evaluate(EvaluateOptions(output_dir=tmp_path / "none", model=tmp_path / name, image_dir=sample_dir,
+                                        report_dir=tmp_path / name.replace(".", "_")))
+               for name in ("model.keras", "model.tflite")]
+    assert results[0].paths == results[1].paths and len(results[1].paths) == 160
+    np.testing.assert_allclose(results[1].scores, results[0].scores, atol=1e-5)
+    assert len(embedded_images(tmp_path / "model_tflite" / "report.html")) >= 1  # no run.json: no curves
 
 
 @pytest.mark.parametrize("arguments, message", [
