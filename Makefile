@@ -16,8 +16,8 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(PYTHON) scripts/demo.py
 
-arm64-check:
-	bash scripts/arm64_check.sh
+arm64-check: $(STAMP)
+	bash scripts/arm64_check.sh $(ARM64_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) demo_output

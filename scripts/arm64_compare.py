@@ -55,7 +55,8 @@ def run_classifier(command: str, model: Path, labels: Path | None, images: list[
     completed = subprocess.run(arguments + [str(image) for image in images], capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if completed.returncode != 0:
-        return Run({}, seconds, 0.0, error=completed.stderr.strip().splitlines()[-1:][0] if completed.stderr.strip() else f"exit {completed.returncode}")
+        last_lines = completed.stderr.strip().splitlines()[-1:]
+        return Run({}, seconds, 0.0, error=last_lines[0] if last_lines else f"exit {completed.returncode}")
     results = [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]
     top_k = {Path(result["source"]).name: [(entry["label"], entry["score"]) for entry in result["top_k"]] for result in results}
     latencies = [result["latency_ms"] for result in results if "latency_ms" in result]

@@ -77,10 +77,13 @@ def test_arm64_check_installs_only_the_project_wheel_with_the_device_extra():
     assert re.search(r'^WHEEL=\$\(ls "\$WORK"/dist/\*\.whl\)$', script, re.MULTILINE)
 
 
-def test_readme_device_instructions_install_the_project_with_the_device_extra():
-    readme = (REPO / "README.md").read_text()
-    installs = [arguments for arguments in pip_installs(readme) if any("retrain" in word or word.startswith(".[") for word in arguments)]
-    device = [arguments for arguments in installs if all("[train" not in word for word in arguments)]
-    assert device, "README.md shows no device install (pip install ...retrain-edge...[camera])"
-    for arguments in device:
-        assert all(word.endswith(f"[{DEVICE_EXTRA}]") for word in arguments), arguments
+def test_readme_installs_only_the_project_and_the_pi_gets_the_device_extra():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    installs = pip_installs((REPO / "README.md").read_text().replace("`", " "))
+    requirements = [requirement for arguments in installs for requirement in arguments]
+    # Only the project itself, with its extras: never a dependency named on its own.
+    for requirement in requirements:
+        match = re.fullmatch(r"(retrain-edge|\.|\S*retrain_edge\S*\.whl\)?)(?:\[([\w,]+)\])?", requirement)
+        assert match, f"README installs {requirement!r}, not the project"
+        assert set(filter(None, (match.group(2) or "").split(","))) <= set(project["optional-dependencies"])
+    assert f"retrain-edge[{DEVICE_EXTRA}]" in requirements

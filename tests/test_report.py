@@ -19,7 +19,8 @@ from edge.image import load_rgb
 from trainer.cli import app
 from trainer.dataset import list_images, set_for_file
 from trainer.report import (
-    AuditOptions, EvaluateOptions, audit, class_figures, confusion_matrix, evaluate, small_classes,
+    AuditOptions, EvaluateOptions, audit, class_figures, confusion_matrix, cross_validated_probabilities, evaluate,
+    small_classes, suspected_mislabels,
 )
 
 runner = CliRunner()
@@ -240,3 +241,18 @@ def test_audit_with_random_weights_checks_files_only(sample_dir, tmp_path):
 def test_audit_rejects_a_single_fold(sample_dir, tmp_path):
     result = runner.invoke(app, ["audit", "--image_dir", str(sample_dir), "--folds", "1", "--report_dir", str(tmp_path)])
     assert result.exit_code == 2 and "--folds" in result.output
+
+
+def test_cross_validation_flags_a_swapped_label_and_never_a_class_of_one():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 1, (3, 64))
+    labels = np.repeat([0, 1, 2], 30)
+    bottlenecks = (centres[labels] + rng.normal(0, 0.3, (90, 64))).astype(np.float32)
+    given = labels.copy()
+    given[5] = 1  # a class 0 image filed under class 1
+    bottlenecks = np.vstack([bottlenecks, rng.normal(0, 1, (1, 64)).astype(np.float32)])
+    given = np.append(given, 3)  # a class with a single image: nothing to judge it by
+    entries = [{"path": f"{index}.jpg", "label": str(label)} for index, label in enumerate(given)]
+    probabilities = cross_validated_probabilities(bottlenecks, given, 4, folds=5, seed=0)
+    suspects = suspected_mislabels(entries, probabilities, ["0", "1", "2", "3"], given, 0.8)
+    assert [(suspect["path"], suspect["label"], suspect["predicted"]) for suspect in suspects] == [("5.jpg", "1", "0")]

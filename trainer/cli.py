@@ -138,10 +138,10 @@ def evaluate_and_report(options) -> None:
 @app.command("evaluate")
 def evaluate_command(
     output_dir: Path = typer.Option(Path("retrain_output"), "--output_dir", "--output-dir", help="The output folder of `retrain-edge train` (run.json, model.keras)."),
-    model: Path = typer.Option(None, "--model", help="A .keras or .tflite model to evaluate; a .tflite runs through the device's own code. [default: OUTPUT_DIR/model.keras]"),
-    split: str = typer.Option(None, "--split", help="test, validation, training or all (the split recorded by train). [default: test; all with --image_dir]"),
+    model: Path = typer.Option(None, "--model", help="A .keras or .tflite model to evaluate; a .tflite runs through the device's own code (default: OUTPUT_DIR/model.keras)."),
+    split: str = typer.Option(None, "--split", help="test, validation, training or all (the split recorded by train; default: test, or all with --image_dir)."),
     image_dir: Path = typer.Option(None, "--image_dir", "--image-dir", help="Evaluate on this folder of class sub-folders instead (split by file name as train splits)."),
-    report_dir: Path = typer.Option(None, "--report_dir", "--report-dir", help="Where report.html and confusion_matrix.png go. [default: OUTPUT_DIR]"),
+    report_dir: Path = typer.Option(None, "--report_dir", "--report-dir", help="Where report.html and confusion_matrix.png go (default: OUTPUT_DIR)."),
     verbose: bool = typer.Option(False, "--verbose", help="Also print informational messages."),
 ) -> None:
     """Evaluate a model on a split: accuracy, per-class precision/recall/F1, confusion matrix, report.html."""

@@ -14,7 +14,6 @@ import html
 import io
 import logging
 import math
-import os
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +25,7 @@ import numpy as np
 from edge.image import load_rgb, open_rgb
 from trainer import UserError
 from trainer.backbones import DEFAULT_ARCHITECTURE
-from trainer.bottlenecks import default_bottleneck_dir
+from trainer.bottlenecks import DECODE_THREADS, default_bottleneck_dir
 from trainer.dataset import MIN_IMAGES_PER_CLASS, SETS, list_images
 from trainer.outputs import LABELS_FILE, MODEL_FILE, RUN_FILE, load_run, write_bytes_atomic
 
@@ -40,7 +39,6 @@ SPLITS = {"test": ("testing",), "validation": ("validation",), "training": ("tra
 DEFAULT_INPUT_MEAN = 127.5  # for a Keras model without run.json: the project's convention
 DEFAULT_INPUT_STD = 127.5
 PREDICT_BATCH_SIZE = 64  # images decoded and run through a Keras model at once
-DECODE_THREADS = max(2, os.cpu_count() or 2)
 GALLERY_IMAGES = 100  # misclassified (or suspect) thumbnails shown at most, worst first
 THUMBNAIL_SIZE = 160  # px, longest side
 THUMBNAIL_QUALITY = 85  # JPEG
@@ -178,8 +176,8 @@ def labelled_images(options: EvaluateOptions, run: dict | None, split: str) -> t
     percentages), so the test split of a moved dataset is the same images as before.
     """
     if options.image_dir is not None:
-        percentages = run["split"] if run else {"validation_percentage": 10, "testing_percentage": 10}
-        images = list_images(options.image_dir, percentages["validation_percentage"], percentages["testing_percentage"])
+        percentages = (run["split"]["validation_percentage"], run["split"]["testing_percentage"]) if run else ()
+        images = list_images(options.image_dir, *percentages)
         image_dir, files = images.image_dir, images.files
     else:
         image_dir, files = Path(run["image_dir"]), run["split"]["files"]
@@ -350,6 +348,8 @@ def training_curves_png(history: list[dict]) -> bytes:
         if validation:
             axes.plot(*zip(*validation), label="validation")
         axes.set_title(title)
+        if title == "accuracy":
+            axes.set_ylim(0, 1.02)
         axes.set_xlabel("step")
         axes.grid(alpha=0.3)
         axes.legend()
@@ -426,7 +426,7 @@ class AuditResult:
 def audit(options: AuditOptions) -> AuditResult:
     """Duplicates, likely mislabelled images and too-small classes in image_dir; writes audit.html."""
     from trainer.backbones import build_backbone, get_backbone, weights_id
-    from trainer.bottlenecks import BottleneckCache, file_key, image_bottlenecks, make_forward
+    from trainer.bottlenecks import BottleneckCache, compute_cached, file_key, make_forward
 
     if options.folds < 2:
         raise UserError("--folds must be at least 2")
@@ -447,8 +447,8 @@ def audit(options: AuditOptions) -> AuditResult:
     else:
         backbone = get_backbone(options.architecture)
         cache = BottleneckCache.for_backbone(options.bottleneck_dir, backbone, weights_id(options.weights, options.seed))
-        bottlenecks = image_bottlenecks(paths, backbone.input_size,
-                                        make_forward(build_backbone(backbone, options.weights, options.seed)), cache)
+        forward = make_forward(build_backbone(backbone, options.weights, options.seed))
+        bottlenecks = compute_cached(keys, lambda index: load_rgb(paths[index], backbone.input_size), forward, cache)
         label_indices = np.array([images.labels.index(entry["label"]) for entry in entries])
         probabilities = cross_validated_probabilities(bottlenecks, label_indices, len(images.labels),
                                                       options.folds, options.seed)
@@ -510,14 +510,19 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def cross_validated_probabilities(bottlenecks: np.ndarray, labels: np.ndarray, class_count: int,
                                   folds: int, seed: int) -> np.ndarray:
-    """(n, d), (n,) -> (n, classes): each image scored by a head fitted on the other folds."""
+    """(n, d), (n,) -> (n, classes): each image scored by a head fitted on the other folds.
+
+    An image whose class has no image in the other folds (a class smaller than two) cannot be
+    judged: its row stays all zeros.
+    """
     fold_of = stratified_folds(labels, folds, seed)
     probabilities = np.zeros((len(labels), class_count), np.float32)
     for fold in range(folds):
-        held_out = fold_of == fold
-        if held_out.any() and (~held_out).any():
-            predict = fit_softmax(bottlenecks[~held_out], labels[~held_out], class_count)
-            probabilities[held_out] = predict(bottlenecks[held_out])
+        training = fold_of != fold
+        judged = ~training & np.isin(labels, labels[training])
+        if judged.any():
+            predict = fit_softmax(bottlenecks[training], labels[training], class_count)
+            probabilities[judged] = predict(bottlenecks[judged])
     return probabilities
 
 
