@@ -16,9 +16,28 @@ from .classify import UNKNOWN_LABEL, ClassifyOptions, Result, StageTimes, run
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
-class _WarningFormatter(logging.Formatter):
+class _StderrHandler(logging.StreamHandler):
+    """`warning: ...` lines on sys.stderr as it is when a record arrives (test runners swap it)."""
+
     def format(self, record: logging.LogRecord) -> str:
         return f"{record.levelname.lower()}: {record.getMessage()}"
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _) -> None:
+        pass
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Our packages' warnings (and with verbose, their information) as plain lines on stderr."""
+    root = logging.getLogger()
+    root.handlers[:] = [handler for handler in root.handlers if not isinstance(handler, _StderrHandler)]
+    root.addHandler(_StderrHandler())
+    for name in ("trainer", "edge"):
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 def _format_result(result: Result, camera: str | None) -> str:
@@ -46,9 +65,7 @@ def classify(
     json_lines: bool = typer.Option(False, "--json", help="One JSON object per line instead of text."),
 ) -> None:
     """Classify images, a camera or a video with a TFLite image classifier (no TensorFlow needed)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_WarningFormatter())
-    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
+    setup_logging()
     options = ClassifyOptions(
         inputs=list(inputs or []), camera=camera, model=model, labels=labels, num_threads=num_threads,
         input_mean=input_mean, input_std=input_std, top_k=top_k, threshold=threshold, max_frames=max_frames,

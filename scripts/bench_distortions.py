@@ -43,50 +43,55 @@ TRAIN_BATCH_SIZE = 100  # the classic default: images per training step
 VARIANT_PASS_IMAGES = 16  # images per timed variant pass (x variants samples)
 
 
-def median_seconds(function, repeats: int) -> float:
-    """Median wall time of `function()` over `repeats` calls, after one untimed warm-up call."""
+def seconds(function) -> float:
+    started = time.perf_counter()
     function()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return time.perf_counter() - started
 
 
 def sample_costs(model, training_paths, bottleneck_dir, seed, variants, repeats) -> list[tuple[str, float, float]]:
-    """(name, median ms per sample, ratio to its bare forward pass) rows."""
+    """(name, median ms per sample, median ratio to its bare forward pass) rows.
+
+    Each round times every measurement once, back to back, and a ratio is taken within a round,
+    so load from other processes on a shared machine shifts both sides of a ratio alike.
+    """
     backbone = get_backbone(ARCHITECTURE)
     options = DistortionOptions(**SETTINGS, distortion_variants=variants)
     pixels = np.stack([load_rgb(path, backbone.input_size) for path in training_paths[:TRAIN_BATCH_SIZE]])
     forward = make_forward(model)
-    bare_small = median_seconds(lambda: forward(pixels[:FORWARD_BATCH_SIZE]), repeats) / FORWARD_BATCH_SIZE
-    bare_large = median_seconds(lambda: forward(pixels), repeats) / TRAIN_BATCH_SIZE
-
     distorted_forward = make_distorted_forward(model, working_size(backbone.input_size, options))
     plain_cache = BottleneckCache(Path(bottleneck_dir) / "bench-variant-pass", backbone.bottleneck_size)
     subset = training_paths[:VARIANT_PASS_IMAGES]
-    passes = iter(range(repeats + 1))
-
-    def variant_pass():
-        # A fresh seed per pass: a cold cache each time, as a first run sees it.
-        seed_of_pass = next(passes)
-        cache = variant_cache(plain_cache, options, seed_of_pass)
-        variant_bottlenecks(subset, options, seed_of_pass, backbone.input_size, distorted_forward, cache)
-
-    variant = median_seconds(variant_pass, repeats) / (len(subset) * variants)
-
     sample, _ = distorted_training_inputs(DistortionOptions(**SETTINGS, distortion_variants=0), training_paths,
                                           model, plain_cache, seed)
     rng = np.random.default_rng(seed)
-    per_step = median_seconds(lambda: sample(rng.integers(len(training_paths), size=TRAIN_BATCH_SIZE)),
-                              repeats) / TRAIN_BATCH_SIZE
+
+    def variant_pass(pass_seed):
+        # A fresh seed per pass: a cold cache each time, as a first run sees it.
+        cache = variant_cache(plain_cache, options, pass_seed)
+        variant_bottlenecks(subset, options, pass_seed, backbone.input_size, distorted_forward, cache)
+
+    measurements = {
+        "bare small": (lambda _: forward(pixels[:FORWARD_BATCH_SIZE]), FORWARD_BATCH_SIZE),
+        "variant pass": (variant_pass, len(subset) * variants),
+        "bare large": (lambda _: forward(pixels), TRAIN_BATCH_SIZE),
+        "per step": (lambda _: sample(rng.integers(len(training_paths), size=TRAIN_BATCH_SIZE)), TRAIN_BATCH_SIZE),
+    }
+    per_sample = {name: [] for name in measurements}
+    for round_number in range(repeats + 1):
+        for name, (function, samples) in measurements.items():
+            elapsed = seconds(lambda: function(round_number)) / samples
+            if round_number:  # round 0 warms up: graph tracing, first allocations
+                per_sample[name].append(elapsed)
+    ratio = {name: statistics.median(np.divide(per_sample[name], per_sample[base]))
+             for name, base in (("variant pass", "bare small"), ("per step", "bare large"))}
+    median_ms = {name: statistics.median(times) * 1e3 for name, times in per_sample.items()}
     return [
-        (f"bare forward, batch {FORWARD_BATCH_SIZE}", bare_small * 1e3, 1.0),
-        (f"cached-variant pass ({variants} variants, decode+distort+forward+cache)", variant * 1e3,
-         variant / bare_small),
-        (f"bare forward, batch {TRAIN_BATCH_SIZE}", bare_large * 1e3, 1.0),
-        (f"per-step distort+forward, batch {TRAIN_BATCH_SIZE}", per_step * 1e3, per_step / bare_large),
+        (f"bare forward, batch {FORWARD_BATCH_SIZE}", median_ms["bare small"], 1.0),
+        (f"cached-variant pass ({variants} variants, decode+distort+forward+cache)", median_ms["variant pass"],
+         ratio["variant pass"]),
+        (f"bare forward, batch {TRAIN_BATCH_SIZE}", median_ms["bare large"], 1.0),
+        (f"per-step distort+forward, batch {TRAIN_BATCH_SIZE}", median_ms["per step"], ratio["per step"]),
     ]
 
 
@@ -139,7 +144,7 @@ def main() -> None:
 
     print(f"\n{ARCHITECTURE}, {len(training_paths)} training images of {arguments.image_dir}, "
           f"crop/scale/brightness 10, flip, {variants} variants, median of {arguments.repeats}")
-    print(f"{'cost per distorted sample':<66} {'ms/sample':>10} {'x bare':>7}")
+    print(f"{'cost per distorted sample (ratio: median of per-round ratios)':<66} {'ms/sample':>10} {'x bare':>7}")
     for name, milliseconds, ratio in costs:
         print(f"{name:<66} {milliseconds:>10.1f} {ratio:>7.2f}")
 

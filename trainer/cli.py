@@ -6,7 +6,6 @@ Flags keep the classic retrain.py names and also accept the dashed spelling.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Callable
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import typer
 
+from edge.cli import setup_logging
 from trainer import UserError
 from trainer.backbones import DEFAULT_ARCHITECTURE
 from trainer.bottlenecks import default_bottleneck_dir
@@ -25,21 +25,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 INSTALL_TRAIN_EXTRA = "pip install 'retrain-edge[train]'"
-
-
-class WarningFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return f"{record.levelname.lower()}: {record.getMessage()}"
-
-
-def setup_logging(verbose: bool = False) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(WarningFormatter())
-    for name in ("trainer", "edge"):
-        logger = logging.getLogger(name)
-        logger.handlers[:] = [handler]
-        logger.setLevel(logging.INFO if verbose else logging.WARNING)
-        logger.propagate = False
 
 
 def require_training_extra() -> None:

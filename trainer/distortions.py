@@ -125,8 +125,9 @@ def distorted_pixels(working, parameters, output_size: tuple[int, int]):
     # crop_and_resize boxes are in units of (size - 1), corner pixel centre to corner pixel centre.
     boxes = tf.stack([top / (working_height - 1), left / (working_width - 1),
                       bottom / (working_height - 1), right / (working_width - 1)], axis=1)
+    # crop_and_resize reads uint8 directly: no float copy of the whole working batch.
     cropped = tf.image.crop_and_resize(
-        tf.cast(working, tf.float32), boxes, tf.range(tf.shape(boxes)[0]), output_size, method="bilinear")
+        working, boxes, tf.range(tf.shape(boxes)[0]), output_size, method="bilinear")
     flip = parameters[:, FLIP, tf.newaxis, tf.newaxis, tf.newaxis] > 0.5
     flipped = tf.where(flip, tf.reverse(cropped, axis=[2]), cropped)
     brightened = flipped * parameters[:, BRIGHTNESS, tf.newaxis, tf.newaxis, tf.newaxis]
