@@ -7,7 +7,6 @@ Flags keep the classic retrain.py names and also accept the dashed spelling.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
