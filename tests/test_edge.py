@@ -24,6 +24,7 @@ from edge.classify import ClassifyOptions, frame_pixels, run, top_labels
 from edge.cli import app
 from edge.image import load_rgb, resize_rgb
 from edge.model import load_model, quantization_table, read_metadata
+from trainer.convert import add_metadata
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 THIRDPARTY = SHARED / "data" / "thirdparty"
@@ -43,24 +44,6 @@ def invoke(*args: str):
     return CliRunner().invoke(app, [str(arg) for arg in args])
 
 
-def with_metadata(tflite: bytes, metadata: dict) -> bytes:
-    """Add the `retrain_edge` JSON metadata entry to a TFLite flatbuffer, as the converter does."""
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(tflite, 0))
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(json.dumps(metadata).encode(), dtype=np.uint8)
-    model.buffers.append(buffer)
-    entry = schema.MetadataT()
-    entry.name = "retrain_edge"
-    entry.buffer = len(model.buffers) - 1
-    model.metadata = (model.metadata or []) + [entry]
-    builder = flatbuffers.Builder(len(tflite) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
-
-
 @pytest.fixture(scope="session")
 def color_models(pytestconfig) -> dict[str, Path]:
     """Tiny classifiers of an image's dominant colour (red, green, blue), float32 and int8, built with TF.
@@ -69,7 +52,7 @@ def color_models(pytestconfig) -> dict[str, Path]:
     float.tflite carries `retrain_edge` metadata; int8.tflite (int8 in and out) has none.
     Kept in pytest's cache, keyed by this fixture's code, since importing TF takes most of this file's time.
     """
-    key = hashlib.sha256(inspect.getsource(color_models).encode() + inspect.getsource(with_metadata).encode())
+    key = hashlib.sha256(inspect.getsource(color_models).encode() + inspect.getsource(add_metadata).encode())
     folder = pytestconfig.cache.mkdir(f"edge_color_models_{key.hexdigest()[:12]}")
     models = {"float": folder / "float.tflite", "int8": folder / "int8.tflite"}
     if all(path.is_file() for path in models.values()):
@@ -85,7 +68,7 @@ def color_models(pytestconfig) -> dict[str, Path]:
     model.get_layer("final_result").set_weights([10 * np.eye(3, dtype=np.float32), np.zeros(3, np.float32)])
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     metadata = {"format_version": 1, "labels": list(COLORS), "input_mean": 127.5, "input_std": 127.5}
-    float_model = with_metadata(converter.convert(), metadata)
+    float_model = add_metadata(converter.convert(), metadata)
 
     def calibration():
         rng = np.random.default_rng(0)

@@ -352,7 +352,7 @@ def convert_model(model, mode: str, calibration: np.ndarray | None = None, verbo
 def add_metadata(tflite_bytes: bytes, metadata: dict) -> bytes:
     """Append a `retrain_edge` metadata entry (UTF-8 JSON) to a .tflite flatbuffer."""
     import flatbuffers
-    from tensorflow.lite.python import schema_py_generated as schema
+    from ai_edge_litert import schema_py_generated as schema
 
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(tflite_bytes, 0))
     buffer = schema.BufferT()
