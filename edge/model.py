@@ -43,18 +43,17 @@ _METADATA_NAME, _METADATA_BUFFER = 0, 1
 
 
 def interpreter_class() -> type:
-    """The TFLite Interpreter class: LiteRT, else tflite-runtime, else TensorFlow's (last resort)."""
+    """The TFLite Interpreter class: LiteRT, else tflite-runtime where a device has only that.
+
+    Never TensorFlow's, not even as a fallback: the runtime's promise is that it never imports it.
+    """
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
         try:
             from tflite_runtime.interpreter import Interpreter
         except ImportError:
-            try:
-                from tensorflow.lite import Interpreter  # heavy; only where nothing else is installed
-            except ImportError:
-                raise UserError("no TFLite interpreter is installed: run pip install ai-edge-litert") from None
-            logger.warning("using TensorFlow's interpreter; pip install ai-edge-litert for a lighter, faster start")
+            raise UserError("no TFLite interpreter is installed: pip install ai-edge-litert") from None
     return Interpreter
 
 
