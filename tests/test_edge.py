@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import REPO
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -58,8 +59,8 @@ def color_models(pytestconfig) -> dict[str, Path]:
     if all(path.is_file() for path in models.values()):
         return models
 
-    import tensorflow as tf
     import keras
+    import tensorflow as tf
 
     inputs = keras.Input((*TINY_SIZE, 3))
     pooled = keras.layers.GlobalAveragePooling2D()(inputs)
@@ -360,3 +361,13 @@ def test_user_error_is_edges():
     assert issubclass(edge.UserError, Exception)
     with pytest.raises(edge.UserError, match="no input given"):
         run(ClassifyOptions(), print)
+
+
+def test_without_an_interpreter_library_the_error_says_what_to_install():
+    code = ("import sys; sys.modules['ai_edge_litert'] = sys.modules['tflite_runtime'] = None\n"
+            "from edge import UserError\nfrom edge.model import interpreter_class\n"
+            "try:\n    interpreter_class()\nexcept UserError as error:\n    print(error)\n"
+            "assert 'tensorflow' not in sys.modules")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert "pip install ai-edge-litert" in result.stdout
