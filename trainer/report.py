@@ -28,6 +28,7 @@ from trainer.backbones import DEFAULT_ARCHITECTURE
 from trainer.bottlenecks import DECODE_THREADS, default_bottleneck_dir
 from trainer.dataset import MIN_IMAGES_PER_CLASS, SETS, list_images
 from trainer.outputs import LABELS_FILE, MODEL_FILE, RUN_FILE, load_run, write_bytes_atomic
+from trainer.train import softmax
 
 log = logging.getLogger(__name__)
 
@@ -500,12 +501,6 @@ def fit_softmax(bottlenecks: np.ndarray, labels: np.ndarray, class_count: int) -
         weights += weight_velocity
         biases += bias_velocity
     return lambda new: softmax(((new - offset) / scale) @ weights + biases)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """(n, classes) -> (n, classes), rows summing to 1"""
-    exponentials = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return exponentials / exponentials.sum(axis=1, keepdims=True)
 
 
 def cross_validated_probabilities(bottlenecks: np.ndarray, labels: np.ndarray, class_count: int,

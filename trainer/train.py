@@ -76,10 +76,13 @@ class SoftmaxHead:
 
     def probabilities(self, bottlenecks: np.ndarray) -> np.ndarray:
         """(n, bottleneck_size) -> (n, classes)"""
-        logits = bottlenecks @ self.weights + self.biases
-        logits -= logits.max(axis=1, keepdims=True)
-        exponentials = np.exp(logits)
-        return exponentials / exponentials.sum(axis=1, keepdims=True)
+        return softmax(bottlenecks @ self.weights + self.biases)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """(n, classes) -> (n, classes), rows summing to 1"""
+    exponentials = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exponentials / exponentials.sum(axis=1, keepdims=True)
 
 
 def accuracy_and_cross_entropy(head: SoftmaxHead, bottlenecks: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
