@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 
 from edge.image import load_rgb  # noqa: E402
 from trainer.backbones import build_backbone, get_backbone  # noqa: E402
-from trainer.bottlenecks import FORWARD_BATCH_SIZE, BottleneckCache, image_bottlenecks, make_forward  # noqa: E402
+from trainer.bottlenecks import FORWARD_BATCH_SIZE, BottleneckCache, file_keys, image_bottlenecks, make_forward  # noqa: E402
 
 
 def median_rate(measure, count: int, repeats: int) -> float:
@@ -80,7 +80,7 @@ def main() -> None:
 
     def pipeline():
         with tempfile.TemporaryDirectory() as cache_dir:
-            image_bottlenecks(paths, size, forward, BottleneckCache(Path(cache_dir), backbone.bottleneck_size))
+            image_bottlenecks(paths, file_keys(paths), size, forward, BottleneckCache(Path(cache_dir), backbone.bottleneck_size))
 
     batches = [np.random.default_rng(i).integers(0, 256, (FORWARD_BATCH_SIZE, *size, 3), dtype=np.uint8)
                for i in range((len(paths) + FORWARD_BATCH_SIZE - 1) // FORWARD_BATCH_SIZE)]

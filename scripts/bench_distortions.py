@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 
 from edge.image import load_rgb  # noqa: E402
 from trainer.backbones import build_backbone, get_backbone, weights_id  # noqa: E402
-from trainer.bottlenecks import FORWARD_BATCH_SIZE, BottleneckCache, make_forward  # noqa: E402
+from trainer.bottlenecks import FORWARD_BATCH_SIZE, BottleneckCache, file_keys, make_forward  # noqa: E402
 from trainer.dataset import list_images  # noqa: E402
 from trainer.distortions import (  # noqa: E402
     DistortionOptions, distorted_training_inputs, make_distorted_forward, variant_bottlenecks, variant_cache,
@@ -63,13 +63,13 @@ def sample_costs(model, training_paths, bottleneck_dir, seed, variants, repeats)
     plain_cache = BottleneckCache(Path(bottleneck_dir) / "bench-variant-pass", backbone.bottleneck_size)
     subset = training_paths[:VARIANT_PASS_IMAGES]
     sample, _ = distorted_training_inputs(DistortionOptions(**SETTINGS, distortion_variants=0), training_paths,
-                                          model, plain_cache, seed)
+                                          file_keys(training_paths), model, plain_cache, seed)
     rng = np.random.default_rng(seed)
 
     def variant_pass(pass_seed):
         # A fresh seed per pass: a cold cache each time, as a first run sees it.
         cache = variant_cache(plain_cache, options, pass_seed)
-        variant_bottlenecks(subset, options, pass_seed, backbone.input_size, distorted_forward, cache)
+        variant_bottlenecks(subset, file_keys(subset), options, pass_seed, backbone.input_size, distorted_forward, cache)
 
     measurements = {
         "bare small": (lambda _: forward(pixels[:FORWARD_BATCH_SIZE]), FORWARD_BATCH_SIZE),

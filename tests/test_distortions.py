@@ -12,7 +12,7 @@ from conftest import TINY_ARCHITECTURE, load_script
 from edge.image import load_rgb
 from trainer import UserError
 from trainer.backbones import build_backbone, get_backbone
-from trainer.bottlenecks import BottleneckCache
+from trainer.bottlenecks import BottleneckCache, file_keys
 from trainer.cli import app
 from trainer.distortions import (
     BRIGHTNESS, FLIP, OFFSET_X, OFFSET_Y, PARAMETER_COUNT, SCALE, DistortionOptions, distort, make_distorted_forward,
@@ -123,7 +123,7 @@ def test_variant_cache_is_reused_and_keyed_by_settings(small_dir, tmp_path):
     def run(options):
         counting = lambda working, parameters: computed.append(len(parameters)) or forward(working, parameters)
         cache = variant_cache(plain_cache, options, seed=0)
-        vectors = variant_bottlenecks(paths, options, 0, backbone.input_size, counting, cache)
+        vectors = variant_bottlenecks(paths, file_keys(paths), options, 0, backbone.input_size, counting, cache)
         return vectors, sum(computed), len(list(cache.folder.glob("*.f32")))
 
     options = DistortionOptions(10, 10, 0, True, distortion_variants=2)

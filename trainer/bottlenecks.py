@@ -154,9 +154,18 @@ def compute_cached(
     return vectors
 
 
+def file_keys(paths: Sequence[Path]) -> list[str]:
+    """file_key of each path, hashed in worker threads (hashlib releases the GIL on large data)."""
+    with ThreadPoolExecutor(DECODE_THREADS) as pool:
+        return list(pool.map(file_key, paths))
+
+
 def image_bottlenecks(
-    image_paths: Sequence[Path], size: tuple[int, int], forward, cache: BottleneckCache
+    image_paths: Sequence[Path], keys: Sequence[str], size: tuple[int, int], forward, cache: BottleneckCache
 ) -> np.ndarray:
-    """Bottlenecks of undistorted image files: float32 (len(image_paths), cache.size)."""
-    keys = [file_key(path) for path in image_paths]
+    """Bottlenecks of undistorted image files: float32 (len(image_paths), cache.size).
+
+    keys are `file_keys(image_paths)`, taken by the caller, which needs them too (distortion
+    variants, duplicate detection), so no file is read twice for its hash.
+    """
     return compute_cached(keys, lambda index: load_rgb(image_paths[index], size), forward, cache)

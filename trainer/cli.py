@@ -36,8 +36,12 @@ def require_training_extra() -> None:
 
 
 def run(function: Callable, *arguments):
-    """Call a library function; a UserError becomes one line on stderr and exit code 2."""
+    """Call a library function; a UserError becomes one line on stderr and exit code 2.
+
+    Every command needs TensorFlow, so its absence is checked here, once, for all of them.
+    """
     try:
+        require_training_extra()
         return function(*arguments)
     except UserError as error:
         typer.echo(f"error: {error}", err=True)
@@ -50,7 +54,6 @@ def run(function: Callable, *arguments):
 def train_and_report(options) -> None:
     from trainer.train import train
 
-    require_training_extra()
     result = train(options)
     for path, true_label, predicted_label in result.misclassified if options.print_misclassified_test_images else ():
         typer.echo(f"misclassified: {path} (true {true_label}, predicted {predicted_label})")
@@ -113,7 +116,6 @@ def train_command(
 def evaluate_and_report(options) -> None:
     from trainer.report import evaluate, format_evaluation
 
-    require_training_extra()
     result = evaluate(options)
     typer.echo(format_evaluation(result))
     typer.echo(f"wrote {result.report_path} and {result.confusion_matrix_path}")
@@ -139,7 +141,6 @@ def evaluate_command(
 def audit_and_report(options) -> None:
     from trainer.report import audit, format_audit
 
-    require_training_extra()
     result = audit(options)
     typer.echo(format_audit(result))
     typer.echo(f"wrote {result.report_path}")
@@ -170,7 +171,6 @@ def audit_command(
 
 
 def convert_and_report(options) -> None:
-    require_training_extra()
     from trainer.convert import convert
 
     report = convert(options)

@@ -29,9 +29,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 
 from edge.image import ImageError, load_rgb
-from edge.model import METADATA_NAME, TFLITE_MAGIC, load_model
+from edge.model import METADATA_NAME, TFLITE_MAGIC, load_model, parse_labels
 from trainer import UserError
-from trainer.outputs import LABELS_FILE, MODEL_FILE, RUN_FILE, atomic_output, load_run, update_run, write_labels
+from trainer.backbones import INPUT_MEAN, INPUT_STD
+from trainer.outputs import LABELS_FILE, MODEL_FILE, RUN_FILE, atomic_output, load_run, write_labels, write_run
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ def convert(options: ConvertOptions) -> ConversionReport:
     tflite_path = Path(options.output_tflite or Path(options.output_dir) / TFLITE_FILE)
     labels_path = tflite_path.parent / LABELS_FILE
     _check_writable(tflite_path)
-    model = _load_keras(source.model_path)
+    model = load_keras_model(source.model_path)
     input_size = tuple(int(side) for side in model.input_shape[1:3])
     if len(source.labels) != model.output_shape[-1]:
         raise UserError(f"{source.model_path} has {model.output_shape[-1]} outputs but there are "
@@ -173,10 +174,9 @@ def convert(options: ConvertOptions) -> ConversionReport:
         )
     write_labels(labels_path, source.labels)
     if source.has_run:
-        run = load_run(options.output_dir)
-        conversions = run.get("conversion") or {}
-        conversions[options.quantization] = report.to_json()
-        update_run(options.output_dir, conversion=conversions)
+        run = load_run(options.output_dir)  # again: train may have rewritten it during the conversion
+        run.setdefault("conversion", {})[options.quantization] = report.to_json()
+        write_run(options.output_dir, run)
     if report.tflite_accuracy is not None and report.keras_accuracy - report.tflite_accuracy > ACCURACY_DROP_WARNING:
         advice = ("try more --calibration_images, or --quantization float16 or dynamic"
                   if options.quantization == "int8" else "try --quantization float16 or float32")
@@ -201,7 +201,7 @@ def _source(options: ConvertOptions) -> _Source:
     if options.labels is not None:
         if not Path(options.labels).is_file():
             raise UserError(f"labels file {options.labels} does not exist")
-        labels = [line.strip() for line in Path(options.labels).read_text(encoding="utf-8").splitlines() if line.strip()]
+        labels = parse_labels(Path(options.labels).read_text(encoding="utf-8"))
     elif run.get("labels"):
         labels = list(run["labels"])
     else:
@@ -216,7 +216,7 @@ def _source(options: ConvertOptions) -> _Source:
     if files is not None:
         files = {set_name: {label: by_label.get(label, []) for label in labels} for set_name, by_label in files.items()}
     return _Source(model_path=model_path, labels=labels, image_dir=image_dir, files=files,
-                   input_mean=float(run.get("input_mean", 127.5)), input_std=float(run.get("input_std", 127.5)),
+                   input_mean=float(run.get("input_mean", INPUT_MEAN)), input_std=float(run.get("input_std", INPUT_STD)),
                    architecture=run.get("architecture"), has_run=has_run)
 
 
@@ -232,7 +232,8 @@ def _check_writable(path: Path) -> None:
         raise UserError(f"cannot write {path}: {error.strerror or error}") from None
 
 
-def _load_keras(path: Path):
+def load_keras_model(path: Path):
+    """A Keras model file, loaded quietly, or UserError naming what is wrong with it."""
     import keras
 
     try:

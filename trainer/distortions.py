@@ -29,7 +29,7 @@ import numpy as np
 from edge.image import load_rgb
 from trainer import UserError
 from trainer.backbones import INPUT_MEAN, INPUT_STD
-from trainer.bottlenecks import DECODE_THREADS, BottleneckCache, compute_cached, file_key
+from trainer.bottlenecks import DECODE_THREADS, BottleneckCache, compute_cached
 
 MAX_PERCENT = 100  # crop and scale above this grow the working image past 4x the input area
 # Columns of a parameter array, one row per distorted sample.
@@ -187,6 +187,7 @@ def variant_cache(plain_cache: BottleneckCache, options: DistortionOptions, seed
 
 def variant_bottlenecks(
     image_paths: Sequence[Path],
+    content_keys: Sequence[str],
     options: DistortionOptions,
     seed: int,
     input_size: tuple[int, int],
@@ -195,11 +196,11 @@ def variant_bottlenecks(
 ) -> np.ndarray:
     """Bottlenecks of each image's distortion variants: float32 (len(image_paths), K, cache.size).
 
-    forward is `make_distorted_forward(...)` for working_size(input_size, options). Only variants
+    content_keys are the images' `file_keys`; forward is `make_distorted_forward(...)` for
+    working_size(input_size, options). Only variants
     missing from the cache are computed, and an image is decoded only if one of its variants is missing.
     """
     count = options.distortion_variants
-    content_keys = [file_key(path) for path in image_paths]
     parameters = np.concatenate([variant_parameters(seed, key, options, count) for key in content_keys])
     keys = [f"{key}-{variant}" for key in content_keys for variant in range(count)]
     images = WorkingImages(image_paths, working_size(input_size, options))
@@ -211,6 +212,7 @@ def variant_bottlenecks(
 def distorted_training_inputs(
     options: DistortionOptions,
     image_paths: Sequence[Path],
+    content_keys: Sequence[str],
     backbone_model,
     plain_cache: BottleneckCache,
     seed: int,
@@ -227,7 +229,7 @@ def distorted_training_inputs(
     record = {**asdict(options), "working_size": list(size)}
     if options.distortion_variants:
         cache = variant_cache(plain_cache, options, seed)
-        variants = variant_bottlenecks(image_paths, options, seed, input_size, forward, cache)
+        variants = variant_bottlenecks(image_paths, content_keys, options, seed, input_size, forward, cache)
         rng = seeded_rng(seed, "variant choice")
         record.update(mode="cached variants", variant_cache_dir=str(cache.folder))
         return lambda indices: variants[indices, rng.integers(options.distortion_variants, size=len(indices))], record

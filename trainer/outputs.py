@@ -59,11 +59,3 @@ def load_run(output_dir: Path) -> dict:
 
 def write_run(output_dir: Path, run: dict) -> None:
     write_bytes_atomic(Path(output_dir) / RUN_FILE, (json.dumps(run, indent=1) + "\n").encode())
-
-
-def update_run(output_dir: Path, **sections) -> dict:
-    """Replace top-level keys of an existing run.json (a later stage adding its figures)."""
-    run = load_run(output_dir)
-    run.update(sections)
-    write_run(output_dir, run)
-    return run

@@ -23,9 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from edge.image import load_rgb, open_rgb
+from edge.model import parse_labels
 from trainer import UserError
-from trainer.backbones import DEFAULT_ARCHITECTURE
+from trainer.backbones import DEFAULT_ARCHITECTURE, INPUT_MEAN, INPUT_STD
 from trainer.bottlenecks import DECODE_THREADS, default_bottleneck_dir
+from trainer.convert import load_keras_model
 from trainer.dataset import MIN_IMAGES_PER_CLASS, SETS, list_images
 from trainer.outputs import LABELS_FILE, MODEL_FILE, RUN_FILE, load_run, write_bytes_atomic
 from trainer.train import softmax
@@ -37,8 +39,6 @@ CONFUSION_MATRIX_FILE = "confusion_matrix.png"
 AUDIT_FILE = "audit.html"
 # --split name -> the dataset sets it covers.
 SPLITS = {"test": ("testing",), "validation": ("validation",), "training": ("training",), "all": SETS}
-DEFAULT_INPUT_MEAN = 127.5  # for a Keras model without run.json: the project's convention
-DEFAULT_INPUT_STD = 127.5
 PREDICT_BATCH_SIZE = 64  # images decoded and run through a Keras model at once
 GALLERY_IMAGES = 100  # misclassified (or suspect) thumbnails shown at most, worst first
 THUMBNAIL_SIZE = 160  # px, longest side
@@ -212,20 +212,15 @@ def tflite_scorer(model_path: Path) -> tuple[list[str], Callable[[list[Path]], n
 
 def keras_scorer(model_path: Path, run: dict | None) -> tuple[list[str], Callable[[list[Path]], np.ndarray]]:
     """The model's labels (run.json's, else labels.txt beside it), and paths -> (n, classes) scores."""
-    import keras
-
     if run is not None:
         labels = run["labels"]
-        mean, std = run.get("input_mean", DEFAULT_INPUT_MEAN), run.get("input_std", DEFAULT_INPUT_STD)
+        mean, std = run.get("input_mean", INPUT_MEAN), run.get("input_std", INPUT_STD)
     elif (model_path.parent / LABELS_FILE).is_file():
-        labels = [line.strip() for line in (model_path.parent / LABELS_FILE).read_text().splitlines() if line.strip()]
-        mean, std = DEFAULT_INPUT_MEAN, DEFAULT_INPUT_STD
+        labels = parse_labels((model_path.parent / LABELS_FILE).read_text())
+        mean, std = INPUT_MEAN, INPUT_STD  # no run.json: the project's convention
     else:
         raise UserError(f"no labels for {model_path}: put {LABELS_FILE} beside it or pass --output_dir of its run")
-    try:
-        model = keras.saving.load_model(model_path, compile=False)
-    except Exception as error:  # Keras raises ValueError, OSError, zipfile errors... for a bad file
-        raise UserError(f"{model_path} could not be loaded as a Keras model ({str(error).splitlines()[0]})") from None
+    model = load_keras_model(model_path)
     size = tuple(model.input_shape[1:3])
     if model.output_shape[-1] != len(labels):
         raise UserError(f"{model_path} has {model.output_shape[-1]} outputs but there are {len(labels)} labels")
@@ -427,7 +422,7 @@ class AuditResult:
 def audit(options: AuditOptions) -> AuditResult:
     """Duplicates, likely mislabelled images and too-small classes in image_dir; writes audit.html."""
     from trainer.backbones import build_backbone, get_backbone, weights_id
-    from trainer.bottlenecks import BottleneckCache, compute_cached, file_key, make_forward
+    from trainer.bottlenecks import BottleneckCache, file_keys, image_bottlenecks, make_forward
 
     if options.folds < 2:
         raise UserError("--folds must be at least 2")
@@ -438,8 +433,7 @@ def audit(options: AuditOptions) -> AuditResult:
                for set_name in SETS for label, paths in images.files[set_name].items() for path in paths]
     entries.sort(key=lambda entry: entry["path"])
     paths = [images.image_dir / entry["path"] for entry in entries]
-    with ThreadPoolExecutor(DECODE_THREADS) as pool:
-        keys = list(pool.map(file_key, paths))
+    keys = file_keys(paths)
 
     if options.weights == "none":
         log.warning("--weights none: random bottlenecks cannot tell classes apart, so the audit does not look "
@@ -449,7 +443,7 @@ def audit(options: AuditOptions) -> AuditResult:
         backbone = get_backbone(options.architecture)
         cache = BottleneckCache.for_backbone(options.bottleneck_dir, backbone, weights_id(options.weights, options.seed))
         forward = make_forward(build_backbone(backbone, options.weights, options.seed))
-        bottlenecks = compute_cached(keys, lambda index: load_rgb(paths[index], backbone.input_size), forward, cache)
+        bottlenecks = image_bottlenecks(paths, keys, backbone.input_size, forward, cache)
         label_indices = np.array([images.labels.index(entry["label"]) for entry in entries])
         probabilities = cross_validated_probabilities(bottlenecks, label_indices, len(images.labels),
                                                       options.folds, options.seed)

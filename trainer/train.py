@@ -18,7 +18,7 @@ from threadpoolctl import threadpool_limits
 
 from trainer import UserError
 from trainer.backbones import DEFAULT_ARCHITECTURE, INPUT_MEAN, INPUT_STD, build_backbone, get_backbone, weights_id
-from trainer.bottlenecks import BottleneckCache, default_bottleneck_dir, image_bottlenecks, make_forward
+from trainer.bottlenecks import BottleneckCache, default_bottleneck_dir, file_keys, image_bottlenecks, make_forward
 from trainer.dataset import SETS, ImageList, list_images
 from trainer.distortions import DistortionOptions, distorted_training_inputs
 from trainer.outputs import LABELS_FILE, MODEL_FILE, atomic_output, write_labels, write_run
@@ -271,7 +271,9 @@ def train(options: TrainOptions) -> TrainResult:
 
     started = time.perf_counter()
     all_paths = sorted({path for set_name in SETS for path, _ in images.examples(set_name)})
-    vectors = image_bottlenecks([images.image_dir / path for path in all_paths], backbone.input_size,
+    image_paths = [images.image_dir / path for path in all_paths]
+    key_by_path = dict(zip(all_paths, file_keys(image_paths)))
+    vectors = image_bottlenecks(image_paths, [key_by_path[path] for path in all_paths], backbone.input_size,
                                 make_forward(backbone_model), cache)
     vectors_by_path = dict(zip(all_paths, vectors))
     timings["bottlenecks_s"] = time.perf_counter() - started
@@ -285,9 +287,10 @@ def train(options: TrainOptions) -> TrainResult:
     training_inputs, distortions = None, {**asdict(options.distortions), "mode": "off"}
     if options.distortions.enabled:
         started = time.perf_counter()
-        training_paths = [images.image_dir / path for path, _ in images.examples("training")]
-        training_inputs, distortions = distorted_training_inputs(options.distortions, training_paths, backbone_model,
-                                                                 cache, options.seed)
+        training = [path for path, _ in images.examples("training")]
+        training_inputs, distortions = distorted_training_inputs(
+            options.distortions, [images.image_dir / path for path in training], [key_by_path[path] for path in training],
+            backbone_model, cache, options.seed)
         timings["distortions_s"] = time.perf_counter() - started
 
     summaries_root = options.summaries_dir or options.output_dir / "logs"
