@@ -18,10 +18,8 @@ from conftest import TINY_ARCHITECTURE, load_script, shared_path
 from edge.image import load_rgb
 from trainer.cli import app
 from trainer.dataset import list_images, set_for_file
-from trainer.report import (
-    AuditOptions, EvaluateOptions, audit, class_figures, confusion_matrix, cross_validated_probabilities, evaluate,
-    small_classes, suspected_mislabels,
-)
+from trainer.audit import AuditOptions, audit, cross_validated_probabilities, small_classes, suspected_mislabels
+from trainer.evaluate import EvaluateOptions, class_figures, confusion_matrix, evaluate
 
 runner = CliRunner()
 PRETRAINED_WEIGHTS = ("weights", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5")

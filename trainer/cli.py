@@ -114,7 +114,7 @@ def train_command(
 
 
 def evaluate_and_report(options) -> None:
-    from trainer.report import evaluate, format_evaluation
+    from trainer.evaluate import evaluate, format_evaluation
 
     result = evaluate(options)
     typer.echo(format_evaluation(result))
@@ -131,7 +131,7 @@ def evaluate_command(
     verbose: bool = typer.Option(False, "--verbose", help="Also print informational messages."),
 ) -> None:
     """Evaluate a model on a split: accuracy, per-class precision/recall/F1, confusion matrix, report.html."""
-    from trainer.report import EvaluateOptions
+    from trainer.evaluate import EvaluateOptions
 
     setup_logging(verbose)
     run(evaluate_and_report, EvaluateOptions(output_dir=output_dir, model=model, split=split,
@@ -139,7 +139,7 @@ def evaluate_command(
 
 
 def audit_and_report(options) -> None:
-    from trainer.report import audit, format_audit
+    from trainer.audit import audit, format_audit
 
     result = audit(options)
     typer.echo(format_audit(result))
@@ -161,7 +161,7 @@ def audit_command(
     verbose: bool = typer.Option(False, "--verbose", help="Also print informational messages."),
 ) -> None:
     """Find likely problems in IMAGE_DIR before training: duplicate files, likely mislabelled images, small classes."""
-    from trainer.report import AuditOptions
+    from trainer.audit import AuditOptions
 
     setup_logging(verbose)
     run(audit_and_report, AuditOptions(
