@@ -20,7 +20,6 @@ import threading
 import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -165,7 +164,7 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = CLIENT_TIMEOUT_S
 
     def do_GET(self) -> None:
-        route = {"/": self._page, "/stream.mjpg": self._stream, "/latest.json": self._latest}.get(urlsplit(self.path).path)
+        route = {"/": self._page, "/stream.mjpg": self._stream, "/latest.json": self._latest}.get(self.path.partition("?")[0])
         if route is None:
             self.send_error(HTTPStatus.NOT_FOUND)
             return

@@ -32,6 +32,7 @@ CAMERA_INSTALL_HINT = "pip install 'retrain-edge[camera]' (OpenCV)"
 STREAM_TIMEOUT_S = 5.0
 RECONNECT_FIRST_DELAY_S = 0.5  # wait before the first attempt to reopen a lost live source
 RECONNECT_MAX_DELAY_S = 30.0  # the wait doubles after each failed attempt, up to this
+OPENCV_QUIET_ENVIRONMENT = {"OPENCV_LOG_LEVEL": "ERROR", "OPENCV_FFMPEG_DEBUG": "1", "OPENCV_FFMPEG_LOGLEVEL": "-8"}
 STOP_POLL_S = 0.2  # how often a wait for the next live frame checks for a stop request
 
 
@@ -215,6 +216,11 @@ def open_camera(camera: str, max_reconnects: int | None = None) -> VideoSource:
 
 def _open_capture(camera: str) -> tuple[Device, float | None]:
     """An OpenCV capture of `camera` as (read_frame, release), and the fps a video file announces."""
+    # OpenCV and FFmpeg print a line or two on every failed attempt to reopen a lost stream, for as
+    # long as it is away; our own warnings say when it is lost and when it is back. OpenCV reads
+    # these when it first loads (log level) or first opens a stream (FFmpeg's, which needs DEBUG set).
+    for name, value in OPENCV_QUIET_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
     try:
         import cv2
     except ImportError:
