@@ -379,7 +379,8 @@ def run(options: ClassifyOptions, on_result: Callable[[Result], None],
 
     try:
         with contextlib.ExitStack() as stack:
-            source = stack.enter_context(open_camera(options.camera, options.max_reconnects)) if options.camera else None
+            source = (stack.enter_context(open_camera(options.camera, options.max_reconnects))
+                      if options.camera is not None else None)
             stack.enter_context(_stop_on_signals(stop, summary))
             if options.inputs:
                 with contextlib.closing(classify_files(model, list(options.inputs), options, summary, stop)) as results:

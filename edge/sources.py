@@ -69,8 +69,6 @@ Device = tuple[ReadFrame, Callable[[], None]]  # (read_frame, release) of one op
 class VideoSource:
     """A video file: every frame, in order, none dropped, until its end."""
 
-    live = False
-
     def __init__(self, name: str, device: Device, fps: float | None):
         self.name = name  # as the user gave it
         self._read_frame, self._release = device
@@ -106,8 +104,6 @@ class LiveSource(VideoSource):
     to RECONNECT_MAX_DELAY_S; after `max_reconnects` failed attempts in a row (None: never) it
     gives up and `lost` is set. `outages` counts the losses it came back from.
     """
-
-    live = True
 
     def __init__(self, name: str, device: Device, open_device: Callable[[], Device], max_reconnects: int | None):
         super().__init__(name, device, None)
@@ -145,14 +141,14 @@ class LiveSource(VideoSource):
     def _read_forever(self) -> None:
         read_frame, release = self._read_frame, self._release
         lost_at = None
-        attempts = 0  # failed attempts to reopen since the loss
+        attempts, delay = 0, RECONNECT_FIRST_DELAY_S  # failed attempts to reopen since the loss, wait before the next
         while not self._closing.is_set():
             pixels = read_frame() if read_frame is not None else None
             if pixels is not None:
                 if lost_at is not None:
                     logger.warning(f"camera {self.name} is back after {time.monotonic() - lost_at:.1f} s")
                     self.outages += 1
-                    lost_at, attempts = None, 0
+                    lost_at, attempts, delay = None, 0, RECONNECT_FIRST_DELAY_S
                 with self._changed:
                     self._newest = Frame(pixels, time.time(), time.monotonic())
                     self._frames_read += 1
@@ -169,9 +165,9 @@ class LiveSource(VideoSource):
                 logger.warning(f"camera {self.name}: giving up after {attempts} attempts to reopen it (--max_reconnects)")
                 self.lost = True
                 break
-            if self._closing.wait(min(RECONNECT_FIRST_DELAY_S * 2 ** attempts, RECONNECT_MAX_DELAY_S)):
+            if self._closing.wait(delay):
                 break
-            attempts += 1
+            attempts, delay = attempts + 1, min(2 * delay, RECONNECT_MAX_DELAY_S)
             try:
                 read_frame, release = self._open_device()
             except UserError:
