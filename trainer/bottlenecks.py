@@ -4,6 +4,10 @@ Cache layout: bottleneck_dir/<architecture>-<weights id>-v<CACHE_FORMAT>/<sha1 o
 Each entry is the float32 vector followed by its CRC-32, so a truncated or corrupt entry is
 detected and recomputed instead of trusted, and nothing is ever unpickled. Keying by content,
 not name, means a changed image is recomputed and a renamed one is not.
+
+This layout is also the contract with trainer/beam_bottlenecks.py, which fills the same cache on
+a cluster: it uses this module's BottleneckCache and content_key with its own CacheFiles (Beam's
+FileSystems), so the two writers cannot drift apart.
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ import hashlib
 import logging
 import os
 import time
+import uuid
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -41,31 +47,66 @@ def default_bottleneck_dir() -> Path:
     return Path(cache_home) / "retrain-edge" / "bottlenecks"
 
 
+def content_key(data: bytes) -> str:
+    """The cache key of an image: the SHA-1 of its file's bytes."""
+    return hashlib.sha1(data).hexdigest()
+
+
 def file_key(path: Path) -> str:
-    """The cache key of an image: the SHA-1 of its bytes."""
-    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+    return content_key(Path(path).read_bytes())
+
+
+class CacheFiles(Protocol):
+    """Where cache entries live: this machine's disk (LocalFiles) or Beam's FileSystems."""
+
+    def join(self, folder, name: str): ...
+    def read(self, path) -> bytes | None: ...  # None when there is no such file
+    def write(self, path, data: bytes) -> None: ...  # creates missing parent folders
+    def replace(self, source, destination) -> None: ...
+
+
+class LocalFiles:
+    def join(self, folder, name: str) -> Path:
+        return Path(folder) / name
+
+    def read(self, path) -> bytes | None:
+        try:
+            return Path(path).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def write(self, path, data: bytes) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(data)
+
+    def replace(self, source, destination) -> None:
+        os.replace(source, destination)
+
+
+LOCAL_FILES = LocalFiles()
 
 
 @dataclass(frozen=True)
 class BottleneckCache:
     """A folder of bottleneck vectors of one length, for one backbone and weights."""
 
-    folder: Path
+    folder: Path  # or a Beam FileSystems path (gs://..., s3://...) with files=BeamFiles
     size: int  # floats per vector
+    files: CacheFiles = LOCAL_FILES
 
     @classmethod
-    def for_backbone(cls, bottleneck_dir: Path, backbone: Backbone, weights_id: str) -> "BottleneckCache":
-        return cls(Path(bottleneck_dir) / f"{backbone.name}-{weights_id}-v{CACHE_FORMAT}", backbone.bottleneck_size)
+    def for_backbone(cls, bottleneck_dir, backbone: Backbone, weights_id: str, files: CacheFiles = LOCAL_FILES) -> "BottleneckCache":
+        folder = files.join(bottleneck_dir, f"{backbone.name}-{weights_id}-v{CACHE_FORMAT}")
+        return cls(folder, backbone.bottleneck_size, files)
 
-    def path(self, key: str) -> Path:
-        return self.folder / f"{key}{ENTRY_SUFFIX}"
+    def path(self, key: str):
+        return self.files.join(self.folder, f"{key}{ENTRY_SUFFIX}")
 
     def read(self, key: str) -> np.ndarray | None:
         """The cached vector, or None when missing, truncated or corrupt."""
         path = self.path(key)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
+        data = self.files.read(path)
+        if data is None:
             return None
         expected_length = self.size * 4 + CRC_BYTES
         body, crc = data[:-CRC_BYTES], data[-CRC_BYTES:]
@@ -76,11 +117,11 @@ class BottleneckCache:
 
     def write(self, key: str, vector: np.ndarray) -> None:
         body = np.asarray(vector, dtype="<f4").tobytes()
-        self.folder.mkdir(parents=True, exist_ok=True)
-        # Same-folder temporary plus rename: an interrupted run leaves whole entries or none.
-        temporary = self.folder / f".{key}.{os.getpid()}.partial"
-        temporary.write_bytes(body + zlib.crc32(body).to_bytes(CRC_BYTES, "little"))
-        os.replace(temporary, self.path(key))
+        # Same-folder temporary plus rename: an interrupted run leaves whole entries or none. The
+        # random part keeps workers on different machines (same pid, same key) apart.
+        temporary = self.files.join(self.folder, f".{key}.{uuid.uuid4().hex}.partial")
+        self.files.write(temporary, body + zlib.crc32(body).to_bytes(CRC_BYTES, "little"))
+        self.files.replace(temporary, self.path(key))
 
 
 def make_forward(backbone_model) -> Callable[[np.ndarray], np.ndarray]:

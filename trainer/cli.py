@@ -208,6 +208,44 @@ def convert_command(
     run(convert_and_report, options)
 
 
+def bottlenecks_and_report(fields: dict) -> None:
+    """fields: BeamBottleneckOptions' fields; the dataclass lives beside Beam, which may be absent."""
+    try:
+        from trainer.beam_bottlenecks import BeamBottleneckOptions, compute_bottlenecks_on_beam
+    except ImportError as error:
+        if not (error.name or "").startswith("apache_beam"):
+            raise
+        raise UserError("this command needs Apache Beam, which comes with the beam extra: "
+                        "pip install 'retrain-edge[train,beam]'") from None
+    result = compute_bottlenecks_on_beam(BeamBottleneckOptions(**fields))
+    typer.echo(f"{result.images} images: {result.cached} already cached, {result.computed} computed, "
+               f"{result.bad_images} skipped (not decodable images; the runner's log names them)\n"
+               f"cache: {result.cache_folder}")
+
+
+@app.command("bottlenecks", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bottlenecks_command(
+    context: typer.Context,
+    image_dir: str = typer.Option(..., "--image_dir", "--image-dir", help="Folder with one sub-folder of images per class: a local path or any Beam file system URI (gs://bucket/photos, s3://...)."),
+    architecture: str = typer.Option(DEFAULT_ARCHITECTURE, "--architecture", help="Backbone, as for train."),
+    weights: str = typer.Option("imagenet", "--weights", help="Backbone weights, as for train: 'imagenet', a Keras no-top weights file (at this path on every worker), or 'none' (random: tests only)."),
+    bottleneck_dir: str = typer.Option(str(default_bottleneck_dir()), "--bottleneck_dir", "--bottleneck-dir", help="Bottleneck cache root, local or a URI; give train the same folder (or a copy of it) and it computes nothing."),
+    seed: int = typer.Option(0, "--seed", help="Seed of random weights (--weights none), as for train."),
+    runner: str = typer.Option("DirectRunner", "--runner", help="Beam runner: DirectRunner (this machine), DataflowRunner, FlinkRunner, SparkRunner, PortableRunner."),
+    verbose: bool = typer.Option(False, "--verbose", help="Also print informational messages."),
+) -> None:
+    """Compute the bottleneck cache for IMAGE_DIR on Apache Beam, for datasets past one machine.
+
+    Any other --option goes to Beam as a pipeline option, e.g. --direct_running_mode multi_processing
+    --direct_num_workers 2, or --project P --region R --temp_location gs://B/tmp for Dataflow.
+    Needs the beam extra: pip install 'retrain-edge[train,beam]'.
+    """
+    setup_logging(verbose)
+    run(bottlenecks_and_report, dict(
+        image_dir=image_dir, bottleneck_dir=bottleneck_dir, architecture=architecture, weights=weights, seed=seed,
+        runner=runner, pipeline_args=tuple(context.args)))
+
+
 @app.callback()
 def commands() -> None:
     """retrain-edge: train on IMAGE_DIR, convert to TFLite, evaluate; run the result with edge-classify."""
