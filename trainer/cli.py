@@ -238,7 +238,7 @@ def bottlenecks_command(
 
     Any other --option goes to Beam as a pipeline option, e.g. --direct_running_mode multi_processing
     --direct_num_workers 2, or --project P --region R --temp_location gs://B/tmp for Dataflow.
-    Needs the beam extra: pip install 'retrain-edge[train,beam]'.
+    Needs Apache Beam: the beam extra, installed beside the train extra.
     """
     setup_logging(verbose)
     run(bottlenecks_and_report, dict(
