@@ -160,7 +160,7 @@ def write_entry(keyed_vector: tuple[str, np.ndarray], cache: BottleneckCache) ->
     COMPUTED.inc()
 
 
-def absolute(path: str) -> str:
+def absolute_if_local(path: str) -> str:
     """A local path made absolute (workers need not share the launcher's working folder); URIs unchanged."""
     return path if FileSystems.get_scheme(path) else os.path.abspath(os.path.expanduser(path))
 
@@ -170,7 +170,7 @@ def compute_bottlenecks_on_beam(options: BeamBottleneckOptions) -> BeamBottlenec
 
     Raises UserError for a bad dataset, architecture or weights before any pipeline starts.
     """
-    image_dir, bottleneck_dir = absolute(options.image_dir), absolute(options.bottleneck_dir)
+    image_dir, bottleneck_dir = absolute_if_local(options.image_dir), absolute_if_local(options.bottleneck_dir)
     backbone = get_backbone(options.architecture)
     cache = BottleneckCache.for_backbone(bottleneck_dir, backbone, weights_id(options.weights, options.seed), BeamFiles())
     patterns = class_folder_patterns(image_dir)
