@@ -21,7 +21,6 @@ from trainer.backbones import build_backbone, get_backbone, weights_id
 from trainer.bottlenecks import BottleneckCache, file_keys, image_bottlenecks, make_forward
 from trainer.cli import app
 
-pytest.importorskip("apache_beam")  # the beam extra; `make test` installs it
 runner = CliRunner()
 CLASSES = ("circles", "stripes", "checkers")
 IMAGES_PER_CLASS = 6
