@@ -8,11 +8,13 @@ files beside it, else from defaults.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import mmap
 import os
 import struct
+import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,8 @@ DEFAULT_INPUT_STD = 127.5
 # units is fed the raw pixels: the hosted uint8 models (scale 1/128, zero point 128) are meant
 # to be used that way, and their scale is only a rounded stand-in for 1/127.5.
 RAW_PIXEL_TOLERANCE = 1
+DELEGATE_ENTRY_POINT = "tflite_plugin_create_delegate"  # what every external delegate library exports
+EDGETPU_CUSTOM_OP = "edgetpu-custom-op"  # the op edgetpu_compiler puts in a model; only libedgetpu runs it
 
 # TFLite schema field numbers (tensorflow/compiler/mlir/lite/schema/schema.fbs).
 _MODEL_BUFFERS, _MODEL_METADATA = 4, 6
@@ -222,19 +226,27 @@ def quantization_table(dtype: type, scale: float, zero_point: int, mean: float, 
 
 def load_model(model_path: str | Path | None = None, labels_path: str | Path | None = None,
                num_threads: int | None = None, input_mean: float | None = None,
-               input_std: float | None = None) -> Model:
+               input_std: float | None = None, delegate_path: str | Path | None = None) -> Model:
     """Load a .tflite classifier (see find_model for the default path) with its labels.
 
     Labels: `labels_path`, else the model's metadata, else labels.txt beside the model, else the
     class indices (with a warning). input_mean/input_std: the arguments, else the metadata, else 127.5.
+    delegate_path: an external delegate library (e.g. libedgetpu.so.1) the interpreter hands ops to.
     """
     path = find_model(model_path)
     metadata = read_metadata(path)
     interpreter_type = interpreter_class()
+    delegates = [] if delegate_path is None else [_load_delegate(interpreter_type, delegate_path)]
     try:
-        interpreter = interpreter_type(model_path=str(path), num_threads=num_threads or os.cpu_count())
+        interpreter = interpreter_type(model_path=str(path), num_threads=num_threads or os.cpu_count(),
+                                       experimental_delegates=delegates)
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as error:
+        if delegate_path is not None:
+            raise UserError(f"{path} could not be loaded with the delegate {delegate_path}; was the model compiled "
+                            f"for it? ({' '.join(str(error).split())})") from None
+        if EDGETPU_CUSTOM_OP in str(error):
+            raise UserError(f"{path} was compiled for a Coral Edge TPU: pass --delegate libedgetpu.so.1") from None
         raise UserError(f"{path} could not be loaded as a TFLite model ({str(error).strip()})") from None
 
     input_detail = interpreter.get_input_details()[0]
@@ -263,6 +275,25 @@ def load_model(model_path: str | Path | None = None, labels_path: str | Path | N
                  pixel_table=pixel_table,
                  output_scale=float(output_scale) if output_detail["dtype"] != np.float32 else 0.0,
                  output_zero_point=int(output_zero_point))
+
+
+def _load_delegate(interpreter_type: type, delegate_path: str | Path) -> object:
+    """The interpreter library's own load_delegate(delegate_path), failures told as one UserError line.
+
+    The library is opened first to check it is a delegate: LiteRT's loader, given any other shared
+    library, fails with a traceback printed from its destructor.
+    """
+    hint = "for a Coral Edge TPU install libedgetpu (https://coral.ai/software) and pass --delegate libedgetpu.so.1"
+    try:
+        library = ctypes.CDLL(str(delegate_path))
+    except OSError as error:
+        raise UserError(f"cannot load the delegate {delegate_path} ({error}); {hint}") from None
+    if not hasattr(library, DELEGATE_ENTRY_POINT):
+        raise UserError(f"{delegate_path} is not a TFLite delegate (it has no {DELEGATE_ENTRY_POINT}); {hint}")
+    try:
+        return sys.modules[interpreter_type.__module__].load_delegate(str(delegate_path))
+    except (ValueError, RuntimeError) as error:
+        raise UserError(f"cannot load the delegate {delegate_path} ({' '.join(str(error).split())})") from None
 
 
 def _labels(model_path: Path, labels_path: str | Path | None, metadata: dict, num_outputs: int) -> list[str]:
