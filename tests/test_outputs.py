@@ -1,10 +1,13 @@
-"""Outputs anyone can read: the umask's mode for every output and cache entry; stale temporaries removed."""
+"""Outputs anyone can read (the umask's mode for every output and cache entry; stale temporaries
+removed) and commands that print only their own lines."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,3 +68,16 @@ def test_stale_temporaries_of_a_killed_run_are_removed_never_a_live_runs(tmp_pat
     finally:
         live.kill()
         live.wait()
+
+
+def test_retrain_edge_prints_no_tensorflow_start_up_lines(trained_dir, tmp_path):
+    """The installed command, as a user runs it, with TensorFlow's own log threshold at its loudest."""
+    command = [str(Path(sys.executable).parent / "retrain-edge"), "evaluate", "--output_dir", str(trained_dir),
+               "--report_dir", str(tmp_path)]
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"}
+    quiet = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=600)
+    assert quiet.returncode == 0 and "accuracy" in quiet.stdout, quiet.stderr
+    noise = re.compile(r"absl|oneDNN|cpu_feature_guard|^[IWEF]\d{4} ", re.MULTILINE)
+    assert not noise.search(quiet.stderr), quiet.stderr
+    verbose = subprocess.run([*command, "--verbose"], capture_output=True, text=True, env=environment, timeout=600)
+    assert verbose.returncode == 0 and noise.search(verbose.stderr), verbose.stderr  # what the quiet run hides
