@@ -252,7 +252,7 @@ def bottlenecks_command(
     --direct_num_workers 2, or --project P --region R --temp_location gs://B/tmp for Dataflow.
     Needs Apache Beam: the beam extra, installed beside the train extra.
     """
-    setup_logging(verbose)
+    setup_output(verbose)
     run(bottlenecks_and_report, dict(
         image_dir=image_dir, bottleneck_dir=bottleneck_dir, architecture=architecture, weights=weights, seed=seed,
         runner=runner, pipeline_args=tuple(context.args)))
