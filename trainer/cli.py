@@ -24,11 +24,23 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 INSTALL_TRAIN_EXTRA = "pip install 'retrain-edge[train]'"
+# TensorFlow's C++ log threshold without --verbose: errors only, no start-up information or warnings.
+QUIET_TF_LOG_LEVEL = "2"
+
+
+def setup_output(verbose: bool) -> None:
+    """Our packages' messages on stderr; TensorFlow's and absl's start-up lines only with --verbose.
+
+    TensorFlow reads TF_CPP_MIN_LOG_LEVEL once, when it is first imported, so this runs before
+    any command imports it; a value the user exported counts only with --verbose.
+    """
+    setup_logging(verbose)
+    if not verbose:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = QUIET_TF_LOG_LEVEL
 
 
 def require_training_extra() -> None:
     """TensorFlow comes with the `train` extra; a device install has only the runtime."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         import tensorflow  # noqa: F401
     except ImportError:
@@ -98,7 +110,7 @@ def train_command(
     from trainer.distortions import DistortionOptions
     from trainer.train import TrainOptions
 
-    setup_logging(verbose)
+    setup_output(verbose)
     options = TrainOptions(
         image_dir=image_dir, output_dir=output_dir, architecture=architecture, weights=weights,
         bottleneck_dir=bottleneck_dir, summaries_dir=summaries_dir,
@@ -133,7 +145,7 @@ def evaluate_command(
     """Evaluate a model on a split: accuracy, per-class precision/recall/F1, confusion matrix, report.html."""
     from trainer.evaluate import EvaluateOptions
 
-    setup_logging(verbose)
+    setup_output(verbose)
     run(evaluate_and_report, EvaluateOptions(output_dir=output_dir, model=model, split=split,
                                              image_dir=image_dir, report_dir=report_dir))
 
@@ -163,7 +175,7 @@ def audit_command(
     """Find likely problems in IMAGE_DIR before training: duplicate files, likely mislabelled images, small classes."""
     from trainer.audit import AuditOptions
 
-    setup_logging(verbose)
+    setup_output(verbose)
     run(audit_and_report, AuditOptions(
         image_dir=image_dir, architecture=architecture, weights=weights, bottleneck_dir=bottleneck_dir, seed=seed,
         validation_percentage=validation_percentage, testing_percentage=testing_percentage, folds=folds,
@@ -196,7 +208,7 @@ def convert_command(
     """Convert the trained model to TFLite and prove it against the Keras model on the test split."""
     from trainer.convert import ConvertOptions
 
-    setup_logging(verbose)
+    setup_output(verbose)
     if quantize and quantization not in (None, "int8"):
         typer.echo(f"error: --quantize means int8; it cannot be combined with --quantization {quantization}", err=True)
         raise typer.Exit(2)
@@ -240,7 +252,7 @@ def bottlenecks_command(
     --direct_num_workers 2, or --project P --region R --temp_location gs://B/tmp for Dataflow.
     Needs Apache Beam: the beam extra, installed beside the train extra.
     """
-    setup_logging(verbose)
+    setup_output(verbose)
     run(bottlenecks_and_report, dict(
         image_dir=image_dir, bottleneck_dir=bottleneck_dir, architecture=architecture, weights=weights, seed=seed,
         runner=runner, pipeline_args=tuple(context.args)))
