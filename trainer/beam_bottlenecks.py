@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -81,12 +82,14 @@ class BeamFiles:
         with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as file:
             return file.read()
 
-    def write(self, path: str, data: bytes) -> None:
-        with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as file:
+    def write_atomic(self, path: str, data: bytes) -> None:
+        # A temporary beside the entry, renamed into place; the random part keeps workers on
+        # different machines (same pid, same key) apart.
+        folder, name = FileSystems.split(path)
+        temporary = FileSystems.join(folder, f".{name}.{uuid.uuid4().hex}.partial")
+        with FileSystems.create(temporary, compression_type=CompressionTypes.UNCOMPRESSED) as file:
             file.write(data)
-
-    def replace(self, source: str, destination: str) -> None:
-        FileSystems.rename([source], [destination])
+        FileSystems.rename([temporary], [path])
 
 
 class BackboneModelHandler(ModelHandler[np.ndarray, np.ndarray, Callable[[np.ndarray], np.ndarray]]):

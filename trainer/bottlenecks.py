@@ -16,7 +16,6 @@ import hashlib
 import logging
 import os
 import time
-import uuid
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from edge.image import load_rgb
 from trainer.backbones import INPUT_MEAN, INPUT_STD, Backbone
+from trainer.outputs import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,8 @@ class CacheFiles(Protocol):
 
     def join(self, folder, name: str): ...
     def read(self, path) -> bytes | None: ...  # None when there is no such file
-    def write(self, path, data: bytes) -> None: ...  # creates missing parent folders
-    def replace(self, source, destination) -> None: ...
+    # Whole or not at all, creating missing parent folders: an interrupted run leaves no half entry.
+    def write_atomic(self, path, data: bytes) -> None: ...
 
 
 class LocalFiles:
@@ -75,12 +75,8 @@ class LocalFiles:
         except FileNotFoundError:
             return None
 
-    def write(self, path, data: bytes) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_bytes(data)
-
-    def replace(self, source, destination) -> None:
-        os.replace(source, destination)
+    def write_atomic(self, path, data: bytes) -> None:
+        write_bytes_atomic(Path(path), data)
 
 
 LOCAL_FILES = LocalFiles()
@@ -116,12 +112,9 @@ class BottleneckCache:
         return np.frombuffer(body, dtype="<f4")
 
     def write(self, key: str, vector: np.ndarray) -> None:
+        """Atomically: an interrupted run leaves whole entries or none."""
         body = np.asarray(vector, dtype="<f4").tobytes()
-        # Same-folder temporary plus rename: an interrupted run leaves whole entries or none. The
-        # random part keeps workers on different machines (same pid, same key) apart.
-        temporary = self.files.join(self.folder, f".{key}.{uuid.uuid4().hex}.partial")
-        self.files.write(temporary, body + zlib.crc32(body).to_bytes(CRC_BYTES, "little"))
-        self.files.replace(temporary, self.path(key))
+        self.files.write_atomic(self.path(key), body + zlib.crc32(body).to_bytes(CRC_BYTES, "little"))
 
 
 def make_forward(backbone_model) -> Callable[[np.ndarray], np.ndarray]:
