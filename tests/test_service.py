@@ -16,7 +16,6 @@ import sys
 import threading
 import time
 
-import cv2
 import numpy as np
 import pytest
 from conftest import REPO, load_script

@@ -2,8 +2,9 @@
 
 Path: Keras model -> `model.export` (SavedModel) -> `TFLiteConverter.from_saved_model`. Never
 `from_concrete_functions`: under Keras 3 it writes a model without its weights (NaN outputs).
-The labels and the input normalisation travel inside the .tflite as a `retrain_edge` metadata
-entry (JSON, read by `edge.model.read_metadata` without TensorFlow) and in labels.txt beside it.
+The labels and the input normalisation travel inside the .tflite as standard TFLite Model
+Metadata (trainer/metadata.py; read by `edge.model.read_metadata` without TensorFlow, and by
+MediaPipe Tasks and the Task Library), and the labels also in labels.txt beside it.
 
 The proof runs the written file through the edge runtime's own loading and preprocessing
 (`edge.model.load_model`) and the Keras model on every test-split image, and records accuracy,
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import sys
@@ -29,9 +29,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 
 from edge.image import ImageError, load_rgb
-from edge.model import METADATA_NAME, TFLITE_MAGIC, load_model, parse_labels
+from edge.model import load_model, parse_labels
 from trainer import UserError
 from trainer.backbones import INPUT_MEAN, INPUT_STD
+from trainer.metadata import add_metadata
 from trainer.outputs import LABELS_FILE, MODEL_FILE, RUN_FILE, atomic_output, load_run, write_labels, write_run
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,6 @@ log = logging.getLogger(__name__)
 MODES = ("float32", "dynamic", "float16", "int8")
 TFLITE_FILE = "model.tflite"
 DEFAULT_CALIBRATION_IMAGES = 200
-METADATA_FORMAT = 1
 # An accuracy this far (fraction) below the Keras model's on the test split earns a warning.
 ACCURACY_DROP_WARNING = 0.01
 # Proof images run through Keras in batches of this many (memory, not speed, bounds it).
@@ -152,11 +152,8 @@ def convert(options: ConvertOptions) -> ConversionReport:
     started = time.perf_counter()
     tflite_bytes = convert_model(model, options.quantization, calibration, options.verbose)
     conversion_seconds = time.perf_counter() - started
-    tflite_bytes = add_metadata(tflite_bytes, {
-        "format_version": METADATA_FORMAT, "labels": source.labels,
-        "input_mean": source.input_mean, "input_std": source.input_std,
-        "architecture": source.architecture, "input_size": list(input_size),
-    })
+    tflite_bytes = add_metadata(tflite_bytes, source.labels, source.input_mean, source.input_std, {
+        "architecture": source.architecture, "input_size": list(input_size), "quantization": options.quantization})
 
     # The proof runs on the temporary file, so an interrupted proof leaves any earlier model in place.
     with atomic_output(tflite_path) as temporary:
@@ -348,24 +345,6 @@ def convert_model(model, mode: str, calibration: np.ndarray | None = None, verbo
             first_line = (str(error).strip().splitlines() or ["no detail"])[0]
             raise UserError(f"the TFLite converter failed ({first_line}); run again with --verbose "
                             f"to see its log") from None
-
-
-def add_metadata(tflite_bytes: bytes, metadata: dict) -> bytes:
-    """Append a `retrain_edge` metadata entry (UTF-8 JSON) to a .tflite flatbuffer."""
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(tflite_bytes, 0))
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(json.dumps(metadata).encode(), dtype=np.uint8)
-    model.buffers.append(buffer)
-    entry = schema.MetadataT()
-    entry.name = METADATA_NAME
-    entry.buffer = len(model.buffers) - 1
-    model.metadata = [item for item in (model.metadata or []) if item.name not in (METADATA_NAME, METADATA_NAME.encode())] + [entry]
-    builder = flatbuffers.Builder(len(tflite_bytes) + 4096)
-    builder.Finish(model.Pack(builder), file_identifier=TFLITE_MAGIC)
-    return bytes(builder.Output())
 
 
 def prove(model, runtime, inputs: np.ndarray, pixels: np.ndarray, examples: list[tuple[str, int]],
