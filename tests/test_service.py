@@ -113,12 +113,15 @@ def test_signal_during_save_leaves_a_complete_video(camera, color_models, tmp_pa
         [sys.executable, "-c", "from edge.cli import main; main()", "--model", str(color_models["float"]),
          "--camera", camera.url, "--json", "--save", str(saved)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(TEST_TIMEOUT_S, process.kill)  # readline below waits at most this long
+    watchdog.start()
     try:
         lines = [process.stdout.readline() for _ in range(10)]
-        assert all(lines), process.stderr.read() if process.poll() is not None else lines
+        assert all(lines), process.stderr.read()
         process.send_signal(signal_number)
         stdout, stderr = process.communicate(timeout=TEST_TIMEOUT_S)
     finally:
+        watchdog.cancel()
         process.kill()
     assert process.returncode == exit_code, stderr
     results = [json.loads(line) for line in lines + stdout.splitlines() if line.strip()]
