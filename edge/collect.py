@@ -1,0 +1,205 @@
+"""Frames kept on the device for training: `--collect` (a labelled burst) and `--save_uncertain`.
+
+Both write ordinary class folders that `retrain-edge train` reads as they are:
+DIR/<folder for label>/<burst id>_nohash_<n>.jpg. The split hashes a file name without its
+`_nohash_` suffix, so all frames of a burst (taken moments apart, near-copies of one another)
+land in the same one of training, validation or testing, never across two.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import secrets
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from . import UserError
+
+logger = logging.getLogger(__name__)
+
+JPEG_QUALITY = 90  # Pillow's 0-100 scale: artefacts well below what a camera's own noise shows
+DEFAULT_COLLECT_EVERY_S = 1.0  # --every: time to move the object or the camera between two shots
+DEFAULT_SAVE_EVERY_S = 2.0  # --save_every
+DEFAULT_SAVE_MAX = 500  # --save_max: images under the --save_uncertain folder, ~50 MB of 640x480 JPEGs
+# --save_uncertain starts a new burst after this long without saving: a later uncertain frame is
+# most likely another scene, which may go to another set; frames closer together stay in one.
+UNCERTAIN_BURST_GAP_S = 60.0
+UNCERTAIN_SIDECAR = "uncertain.jsonl"
+# A burst id: the local date and time the burst began, then 4 random hex digits, so bursts
+# collected on several devices in the same second can be merged into one folder.
+BURST_TIME_FORMAT = "%Y%m%d-%H%M%S"
+BURST_RANDOM_BYTES = 2
+BURST_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{4}")
+# Characters some file system (FAT on an SD card or USB stick, Windows) refuses in a name.
+UNSAFE_NAME_CHARACTERS = re.compile(r'[\x00-\x1f/\\:*?"<>|]+')
+
+
+def folder_for_label(label: str) -> str:
+    """The class folder name for a label: characters a file system may refuse become '_'.
+
+    The trainer's label for that folder is the same label, for labels made of letters, digits
+    and spaces (see trainer.dataset.label_for_folder).
+    """
+    folder = UNSAFE_NAME_CHARACTERS.sub("_", label.strip()).strip(". ")
+    if not folder:
+        raise UserError(f"the label {label!r} gives no usable folder name; use letters or digits")
+    return folder
+
+
+def image_count(root: Path) -> int:
+    """.jpg files in root's class folders."""
+    return sum(1 for _ in Path(root).glob("*/*.jpg"))
+
+
+def write_jpeg(path: Path, frame: np.ndarray) -> None:
+    """BGR uint8 (h, w, 3) frame -> JPEG at path, written whole or not at all.
+
+    Not trainer.outputs: the device runtime installs without the trainer.
+    """
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            Image.fromarray(np.ascontiguousarray(frame[..., ::-1])).save(file, "JPEG", quality=JPEG_QUALITY)
+        os.replace(temporary, path)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+
+
+class BurstWriter:
+    """JPEG frames in bursts: root/<folder for label>/<burst id>_nohash_<n>.jpg, n counting from 0.
+
+    A burst id is used by no file in root when the burst starts, so no file is ever overwritten
+    (save for another process writing the same random id in the same second).
+    """
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.burst_id: str | None = None
+        self.burst_frames = 0  # frames written in the current burst
+        self.written = 0  # frames written in all bursts
+
+    def new_burst(self) -> None:
+        stamp = time.strftime(BURST_TIME_FORMAT)
+        while True:
+            burst_id = f"{stamp}-{secrets.token_hex(BURST_RANDOM_BYTES)}"
+            if not any(self.root.glob(f"*/{burst_id}_*")):
+                break
+        self.burst_id, self.burst_frames = burst_id, 0
+
+    def write(self, frame: np.ndarray, label: str) -> Path:
+        """Write frame into label's folder; returns its path relative to root."""
+        if self.burst_id is None:
+            self.new_burst()
+        relative = Path(folder_for_label(label)) / f"{self.burst_id}_nohash_{self.burst_frames:04d}.jpg"
+        try:
+            (self.root / relative.parent).mkdir(parents=True, exist_ok=True)
+            write_jpeg(self.root / relative, frame)
+        except OSError as error:
+            raise UserError(f"cannot write {self.root / relative}: {error.strerror or error}") from None
+        self.burst_frames += 1
+        self.written += 1
+        return relative
+
+
+@dataclass
+class Interval:
+    """At most one event per `seconds` of the given timestamps."""
+
+    seconds: float
+    last: float | None = None  # timestamp of the last event let through
+
+    def due(self, timestamp: float) -> bool:
+        return self.last is None or timestamp - self.last >= self.seconds
+
+    def mark(self, timestamp: float) -> None:
+        self.last = timestamp
+
+
+class Collector:
+    """`--collect DIR --label NAME`: one burst of frames into DIR/<folder for NAME>/, one per `every` seconds."""
+
+    def __init__(self, root: Path, label: str, every: float = DEFAULT_COLLECT_EVERY_S):
+        if every < 0:
+            raise UserError("--every must be zero or more seconds")
+        folder_for_label(label)  # a label without a usable folder name fails before the camera opens
+        self.label = label
+        self.writer = BurstWriter(root)
+        self.writer.new_burst()
+        self.interval = Interval(every)
+
+    @property
+    def saved(self) -> int:
+        return self.writer.written
+
+    def offer(self, frame: np.ndarray, timestamp: float) -> Path | None:
+        """Save frame if `every` seconds have passed since the last saved one (timestamps in seconds)."""
+        if not self.interval.due(timestamp):
+            return None
+        self.interval.mark(timestamp)
+        return self.writer.write(frame, self.label)
+
+
+class UncertainSaver:
+    """`--save_uncertain DIR`: frames the model was unsure of, under DIR/<predicted label>/.
+
+    Each saved frame gets a line in DIR/uncertain.jsonl: the caller's record (scores, source,
+    time) with "file" (relative to DIR) and "reason". At most one frame per `every` seconds, and
+    never more than `max_files` images in DIR, counting those already there, so a device left
+    running cannot fill its card; moving the reviewed images out makes room again.
+    """
+
+    def __init__(self, root: Path, threshold: float, margin: float | None = None,
+                 every: float = DEFAULT_SAVE_EVERY_S, max_files: int = DEFAULT_SAVE_MAX):
+        if every < 0:
+            raise UserError("--save_every must be zero or more seconds")
+        if max_files < 1:
+            raise UserError("--save_max must be at least 1")
+        if margin is not None and not 0 < margin <= 1:
+            raise UserError("--margin must be in (0, 1]")
+        if threshold <= 0 and margin is None:
+            raise UserError("--save_uncertain needs --threshold (a top score below it is uncertain) or --margin")
+        self.root = Path(root)
+        self.threshold, self.margin, self.max_files = threshold, margin, max_files
+        self.writer = BurstWriter(self.root)
+        self.interval = Interval(every)
+        self.files = image_count(self.root)
+        self.warned_full = False
+
+    def reason(self, top: list[tuple[str, float]]) -> str | None:
+        """Why a frame with these (label, score) pairs, best first, is uncertain; None when it is not."""
+        best = top[0][1]
+        if best < self.threshold:
+            return f"top score {best:.3f} < threshold {self.threshold:g}"
+        if self.margin is not None and len(top) > 1 and best - top[1][1] < self.margin:
+            return f"margin {best - top[1][1]:.3f} < {self.margin:g}"
+        return None
+
+    def offer(self, frame: np.ndarray, timestamp: float, top: list[tuple[str, float]], record: dict) -> Path | None:
+        """Save frame when it is uncertain, the interval has passed and DIR has room; returns its path."""
+        reason = self.reason(top)
+        if reason is None or not self.interval.due(timestamp):
+            return None
+        if self.files >= self.max_files:
+            if not self.warned_full:
+                logger.warning(f"--save_uncertain: {self.root} holds {self.files} images (--save_max "
+                               f"{self.max_files}); saving no more until some are moved out")
+                self.warned_full = True
+            return None
+        if self.interval.last is None or timestamp - self.interval.last > UNCERTAIN_BURST_GAP_S:
+            self.writer.new_burst()
+        self.interval.mark(timestamp)
+        relative = self.writer.write(frame, top[0][0])
+        self.files += 1
+        line = json.dumps({"file": relative.as_posix(), "reason": reason, **record})
+        # One write of a whole line in append mode: a crash can cut only the last line short.
+        with open(self.root / UNCERTAIN_SIDECAR, "a", encoding="utf-8") as sidecar:
+            sidecar.write(line + "\n")
+        return relative
