@@ -197,7 +197,8 @@ def test_audit_of_a_clean_set_reports_nothing(sample_dir, audit_arguments, tmp_p
         image_dir=sample_dir, architecture=TINY_ARCHITECTURE, weights=options["--weights"],
         bottleneck_dir=Path(options["--bottleneck_dir"]), validation_percentage=20, testing_percentage=20,
         report_dir=tmp_path))
-    assert (result.duplicates, result.suspected_mislabels, result.small_classes) == ([], [], [])
+    assert (result.duplicates, result.near_duplicates, result.straddling_bursts, result.suspected_mislabels,
+            result.small_classes) == ([], [], [], [], [])
     assert result.image_count == 160
     assert len(embedded_images(tmp_path / "audit.html")) == 0
 
@@ -227,6 +228,58 @@ def test_audit_finds_a_planted_duplicate_and_mislabelled_image(sample_dir, audit
     assert lines[1].startswith(f"likely mislabelled: stripes/{planted.name} is labelled 'stripes' but looks like 'circles'")
     # One thumbnail per duplicate group and per suspect.
     assert len(embedded_images(tmp_path / "report" / "audit.html")) == 2
+
+
+def name_in_other_set(stem: str, other_than: str) -> str:
+    """A file name starting with stem that the 10/10 split puts in another set than other_than."""
+    return next(name for name in (f"{stem}{i}.jpg" for i in range(200)) if set_for_file(name) != other_than)
+
+
+def test_audit_finds_a_near_duplicate_planted_across_sets_and_not_the_ordinary_photos(tmp_path):
+    flowers = shared_path("flowers")
+    image_dir = tmp_path / "images"
+    for label in ("daisy", "roses"):
+        (image_dir / label).mkdir(parents=True)
+        for photo in sorted((flowers / label).glob("*.jpg"))[:30]:
+            shutil.copyfile(photo, image_dir / label / photo.name)
+    original = sorted((image_dir / "roses").iterdir())[3]
+    copy_name = name_in_other_set("resized_copy", set_for_file(original.name))
+    with Image.open(original) as image:
+        image.convert("RGB").resize((image.width // 2, image.height // 2)).save(image_dir / "roses" / copy_name,
+                                                                                quality=60)
+
+    result = runner.invoke(app, ["audit", "--image_dir", str(image_dir), "--weights", "none",
+                                 "--report_dir", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    found = [line for line in result.output.splitlines() if line.startswith("near-duplicate")]
+    assert found == [f"near-duplicate within a class; across sets ({', '.join(sorted({set_for_file(original.name), set_for_file(copy_name)}))}): "
+                     "inflates measured accuracy: "
+                     + ", ".join(f"roses/{name} ({set_for_file(name)})" for name in sorted([original.name, copy_name]))]
+    assert not any(line.startswith("duplicate") for line in result.output.splitlines())
+    assert len(embedded_images(tmp_path / "report" / "audit.html")) == 2
+
+
+def test_audit_reports_a_burst_renamed_across_sets(sample_dir, tmp_path):
+    from edge.collect import Collector
+
+    image_dir = tmp_path / "images"
+    shutil.copytree(sample_dir, image_dir)
+    collector = Collector(image_dir, "circles", every=0)
+    for value in range(3):
+        collector.offer(np.full((40, 40, 3), value * 60, np.uint8), value)
+    burst = collector.writer.burst_id
+    kept = image_dir / "circles" / f"{burst}_nohash_0000.jpg"
+    # Renamed out of the convention: each name is hashed on its own, and this one lands elsewhere.
+    renamed = name_in_other_set(f"{burst}_", set_for_file(kept.name))
+    (image_dir / "circles" / f"{burst}_nohash_0001.jpg").rename(image_dir / "circles" / renamed)
+
+    result = runner.invoke(app, ["audit", "--image_dir", str(image_dir), "--weights", "none",
+                                 "--report_dir", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    found = [line for line in result.output.splitlines() if line.startswith("burst")]
+    assert len(found) == 1 and found[0].startswith(f"burst {burst} across sets"), result.output
+    assert f"circles/{renamed}" in found[0] and f"circles/{kept.name}" in found[0]
+    assert f"{burst}_nohash_0002.jpg" in found[0]
 
 
 def test_audit_with_random_weights_checks_files_only(sample_dir, tmp_path):

@@ -168,18 +168,20 @@ def audit_command(
     testing_percentage: int = typer.Option(10, "--testing_percentage", "--testing-percentage", min=0, max=100, help="Percent of images for the final test, as for train."),
     folds: int = typer.Option(5, "--folds", help="Cross-validation folds for finding likely mislabelled images."),
     mislabel_confidence: float = typer.Option(0.8, "--mislabel_confidence", "--mislabel-confidence", help="Flag an image when the cross-validated prediction is another class with at least this probability."),
+    near_duplicate_bits: int = typer.Option(32, "--near_duplicate_bits", "--near-duplicate-bits", help="Two images whose perceptual hashes differ in at most this many of 256 bits are near-duplicates (resized or recompressed copies)."),
     report_dir: Path = typer.Option(Path("retrain_output"), "--report_dir", "--report-dir", help="Where audit.html goes."),
     seed: int = typer.Option(0, "--seed", help="Seed for the folds and random weights."),
     verbose: bool = typer.Option(False, "--verbose", help="Also print informational messages."),
 ) -> None:
-    """Find likely problems in IMAGE_DIR before training: duplicate files, likely mislabelled images, small classes."""
+    """Find likely problems in IMAGE_DIR before training: duplicates and near-duplicates (a leak when they are in
+    different sets), bursts split across sets, likely mislabelled images, small classes."""
     from trainer.audit import AuditOptions
 
     setup_output(verbose)
     run(audit_and_report, AuditOptions(
         image_dir=image_dir, architecture=architecture, weights=weights, bottleneck_dir=bottleneck_dir, seed=seed,
         validation_percentage=validation_percentage, testing_percentage=testing_percentage, folds=folds,
-        mislabel_confidence=mislabel_confidence, report_dir=report_dir))
+        mislabel_confidence=mislabel_confidence, near_duplicate_bits=near_duplicate_bits, report_dir=report_dir))
 
 
 def convert_and_report(options) -> None:
