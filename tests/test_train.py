@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import REPO, TINY_ARCHITECTURE, shared_path
+from conftest import REPO, TINY_ARCHITECTURE, load_script, shared_path
 from edge.image import load_rgb
 from trainer import UserError
 from trainer.backbones import architecture_names, get_backbone, weights_id
@@ -241,6 +241,26 @@ def test_changed_image_is_recomputed(sample_dir, tmp_path):
     assert len(list((tmp_path / "cache").rglob("*.f32"))) == 161
     assert (tmp_path / "labels.txt").read_text() == (tmp_path / "out" / "labels.txt").read_text()
     assert (tmp_path / "graph.keras").read_bytes() == (tmp_path / "out" / "model.keras").read_bytes()
+
+
+def test_retraining_after_adding_images_computes_only_theirs(sample_dir, tmp_path):
+    """scripts/bench_incremental.py's procedure, at test size: hold 10% back, train, add them, train again."""
+    bench = load_script("bench_incremental")
+    images, cache = tmp_path / "images", tmp_path / "cache"
+    cache.mkdir()
+    added = bench.link_dataset(sample_dir, images, 10)
+    arguments = ["train", "--image_dir", str(images), "--architecture", TINY_ARCHITECTURE, "--weights", "none",
+                 "--how_many_training_steps", "10", "--bottleneck_dir", str(cache), "--output_dir", str(tmp_path / "out")]
+    assert runner.invoke(app, arguments).exit_code == 0
+    before = bench.cache_entries(cache)
+    for link, target in added:
+        link.symlink_to(target)
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    after = bench.cache_entries(cache)
+    written = {Path(path).stem for path in after if after[path] != before.get(path)}
+    assert len(added) == 16 and written == {file_key(target) for _, target in added}
+    assert f"({160 - len(added)} cached)" in result.output
 
 
 def test_misclassified_images_are_listed(tiny_train_args, tmp_path):
