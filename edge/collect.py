@@ -8,6 +8,7 @@ land in the same one of training, validation or testing, never across two.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ import re
 import secrets
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from . import UserError
+from .sources import open_camera
 
 logger = logging.getLogger(__name__)
 
@@ -203,3 +206,59 @@ class UncertainSaver:
         with open(self.root / UNCERTAIN_SIDECAR, "a", encoding="utf-8") as sidecar:
             sidecar.write(line + "\n")
         return relative
+
+
+@dataclass
+class CollectOptions:
+    """What `edge-classify --collect` does; each field is one flag."""
+
+    camera: str  # as for classifying: an index, a video file, a stream URL or "picamera"
+    folder: Path  # --collect: frames go to folder/<folder for label>/
+    label: str
+    every: float = DEFAULT_COLLECT_EVERY_S  # seconds between saved frames (of video time, for a file)
+    max_frames: int | None = None  # stop after saving this many
+
+
+@dataclass
+class CollectSummary:
+    """What a --collect run did, printed at its end (also after Ctrl-C)."""
+
+    folder: Path  # where the frames went: CollectOptions.folder/<folder for label>
+    burst_id: str
+    saved: int = 0
+    frames: int = 0  # read from the camera
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    def __str__(self) -> str:
+        ending = " (interrupted)" if self.interrupted else ""
+        return (f"{self.saved} frame{'s' * (self.saved != 1)} saved to {self.folder} as burst {self.burst_id} "
+                f"({self.frames} read) in {self.seconds:.1f} s{ending}")
+
+
+def collect(options: CollectOptions, on_saved: Callable[[Path], None] = lambda path: None) -> CollectSummary:
+    """Save frames of options.camera as one burst of training images; on_saved gets each file's path.
+
+    A video file is paced by its own clock (frame index / frames per second), so it gives the
+    same frames however fast it is read; a live camera by the wall clock.
+    """
+    if options.max_frames is not None and options.max_frames < 1:
+        raise UserError("--max_frames must be at least 1")
+    collector = Collector(options.folder, options.label, options.every)
+    summary = CollectSummary(Path(options.folder) / folder_for_label(options.label), collector.writer.burst_id)
+    started = time.perf_counter()
+    try:
+        with open_camera(options.camera) as source:
+            for index, frame in zip(itertools.count(), source.frames()):
+                summary.frames += 1
+                timestamp = index / source.fps if source.fps else time.monotonic()
+                saved = collector.offer(frame, timestamp)
+                if saved is not None:
+                    summary.saved += 1
+                    on_saved(Path(options.folder) / saved)
+                    if summary.saved == options.max_frames:
+                        break
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    summary.seconds = time.perf_counter() - started
+    return summary

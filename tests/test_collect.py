@@ -10,7 +10,7 @@ from PIL import Image
 
 from edge import UserError
 from edge.collect import (BURST_ID, UNCERTAIN_BURST_GAP_S, UNCERTAIN_SIDECAR, BurstWriter, Collector,
-                          UncertainSaver, folder_for_label)
+                          CollectOptions, UncertainSaver, collect, folder_for_label)
 from trainer.dataset import label_for_folder, set_for_file
 
 
@@ -20,6 +20,35 @@ def frame(value: int, height: int = 48, width: int = 64) -> np.ndarray:
     pixels[..., 0] = np.linspace(0, 255, width, dtype=np.uint8)[None, :]
     pixels[..., 2] = ((np.arange(height)[:, None] * 4 + value) % 256).astype(np.uint8)
     return pixels
+
+
+def write_video(path, frames: int, fps: float = 10.0):
+    """A video of `frames` gradient frames, each a little different, written by OpenCV (MJPG)."""
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (64, 48))
+    assert writer.isOpened()
+    for index in range(frames):
+        writer.write(frame(index * 8))
+    writer.release()
+    return path
+
+
+def test_collect_from_a_video_keeps_its_pace_and_a_second_run_adds_a_burst(tmp_path):
+    video = write_video(tmp_path / "clip.avi", frames=30)  # 3 s at 10 fps
+    saved = []
+    summary = collect(CollectOptions(str(video), tmp_path / "data", "daisy", every=0.5), saved.append)
+    # Video time, not wall time: frames 0, 5, 10, ... of the 30.
+    assert summary.saved == 6 and summary.frames == 30 and not summary.interrupted
+    assert saved == sorted((tmp_path / "data" / "daisy").iterdir())
+    assert {set_for_file(path.name) for path in saved} == {set_for_file(f"{summary.burst_id}.jpg")}
+    first = {path: path.read_bytes() for path in saved}
+
+    again = collect(CollectOptions(str(video), tmp_path / "data", "daisy", every=0.0, max_frames=4))
+    assert again.saved == 4 and again.frames == 4 and again.burst_id != summary.burst_id
+    assert len(list((tmp_path / "data" / "daisy").iterdir())) == 10
+    assert all(path.read_bytes() == data for path, data in first.items())
+    assert f"4 frames saved to {tmp_path / 'data' / 'daisy'} as burst {again.burst_id}" in str(again)
 
 
 def test_collector_saves_one_burst_at_the_interval_that_stays_in_one_split(tmp_path):
