@@ -2,8 +2,8 @@
 
 `run(options, ...)` is everything `edge-classify` does; the CLI only prints what it reports.
 Stream frames (camera, video) get per-stage timing and smoothing. Beside the classify loop,
-frame consumers (--save and --display, the --serve live view) each get every (frame, result)
-pair before the result is reported; none of them is part of the loop.
+frame consumers (--save and --display, the --serve live view, --save_uncertain) each get every
+(frame, result) pair before the result is reported; none of them is part of the loop.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import UserError
+from .collect import DEFAULT_SAVE_EVERY_S, DEFAULT_SAVE_MAX, UncertainSaver
 from .image import ImageError, load_rgb, resize_rgb
 from .model import Model, load_model
 from .sources import VideoSource, image_files, open_camera
@@ -64,6 +65,10 @@ class ClassifyOptions:
     serve: str | None = None  # "[HOST:]PORT" of the read-only live view (edge.serve); None: off
     emit: str = "all"  # one of EMIT_CHOICES
     delegate: Path | None = None  # external delegate library, e.g. libedgetpu.so.1
+    save_uncertain: Path | None = None  # keep stream frames below --threshold or --margin here (edge.collect)
+    margin: float | None = None  # top-two score difference below which a frame is uncertain
+    save_every: float = DEFAULT_SAVE_EVERY_S  # seconds between saved uncertain frames, at least
+    save_max: int = DEFAULT_SAVE_MAX  # images in the save_uncertain folder, at most
 
 
 @dataclass
@@ -74,7 +79,7 @@ class Result:
     frame: int  # index in the stream; 0 for a file
     time: float  # seconds since the epoch when the image was read
     label: str  # top label, or UNKNOWN_LABEL below the threshold
-    top_k: list[tuple[str, float]]  # (label, score), best first
+    top_k: list[tuple[str, float]]  # (label, score), best first; empty while collecting (no model)
     latency_ms: float  # preprocess + inference + top-k, for this image
     frame_age_ms: float  # from capture (or reading the file) to this result
 
@@ -246,8 +251,8 @@ def annotate(frame: np.ndarray, result: Result) -> np.ndarray:
     import cv2
 
     label, top = result.label, result.top_k
-    lines = [f"{label} {top[0][1]:.2f}" if label != UNKNOWN_LABEL else f"{label} ({top[0][0]} {top[0][1]:.2f})",
-             f"frame {result.frame}, {result.frame_age_ms:.0f} ms old"]
+    lines = [label if not top else f"{label} {top[0][1]:.2f}" if label != UNKNOWN_LABEL
+             else f"{label} ({top[0][0]} {top[0][1]:.2f})", f"frame {result.frame}, {result.frame_age_ms:.0f} ms old"]
     annotated = frame.copy()
     for number, text in enumerate(lines, start=1):
         origin = (8, number * TEXT_LINE_HEIGHT)
@@ -310,6 +315,10 @@ def _check_options(options: ClassifyOptions) -> None:
         raise UserError("--smooth must be at least 1")
     if (options.save or options.display or options.serve) and options.camera is None:
         raise UserError("--save, --display and --serve work with --camera (a camera, video file or stream)")
+    if options.save_uncertain and options.camera is None:
+        raise UserError("--save_uncertain keeps frames of --camera (a camera, video file or stream)")
+    if options.margin is not None and options.top_k < 2:
+        raise UserError("--margin compares the top two scores: use --top_k 2 or more")
     if options.max_reconnects is not None and options.max_reconnects < 0:
         raise UserError("--max_reconnects must be 0 or more")
     if options.emit not in EMIT_CHOICES:
@@ -417,4 +426,7 @@ def _frame_consumers(options: ClassifyOptions, source: VideoSource, stop: thread
         view = LiveView(*parse_address(options.serve))
         on_serving(view.url)
         consumers.append(view)
+    if options.save_uncertain:
+        consumers.append(UncertainSaver(options.save_uncertain, options.threshold, options.margin,
+                                        options.save_every, options.save_max, source.fps))
     return consumers

@@ -12,6 +12,7 @@ import typer
 
 from . import UserError
 from .classify import EMIT_CHOICES, UNKNOWN_LABEL, ClassifyOptions, Result, StageTimes, run
+from .collect import DEFAULT_COLLECT_EVERY_S, DEFAULT_SAVE_EVERY_S, DEFAULT_SAVE_MAX, CollectOptions, collect
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -61,7 +62,7 @@ def classify(
     input_std: Optional[float] = typer.Option(None, "--input_std", "--input-std", help="See --input_mean (default: model metadata, else 127.5)."),
     top_k: int = typer.Option(3, "--top_k", "--top-k", help="Labels to show per image."),
     threshold: float = typer.Option(0.0, "--threshold", help=f"A top score below this is reported as '{UNKNOWN_LABEL}'."),
-    max_frames: Optional[int] = typer.Option(None, "--max_frames", "--max-frames", help="Stop after this many images or frames."),
+    max_frames: Optional[int] = typer.Option(None, "--max_frames", "--max-frames", help="Stop after this many images or frames (with --collect: frames saved)."),
     smooth: int = typer.Option(1, "--smooth", help="Average scores over the last N camera frames."),
     save: Optional[Path] = typer.Option(None, "--save", help="Write annotated camera frames to this video (.mp4, .avi)."),
     display: bool = typer.Option(False, "--display", help="Show annotated camera frames in a window (q quits)."),
@@ -77,6 +78,21 @@ def classify(
     delegate: Optional[Path] = typer.Option(None, "--delegate", help=(
         "External TFLite delegate library, e.g. libedgetpu.so.1 for a Coral Edge TPU (with a model compiled for it).")),
     json_lines: bool = typer.Option(False, "--json", help="One JSON object per line instead of text."),
+    collect_dir: Optional[Path] = typer.Option(None, "--collect", metavar="DIR", help=(
+        "Instead of classifying, save --camera frames as JPEG training images into DIR/<--label>/, one burst "
+        "per run named <burst id>_nohash_<n>.jpg so the split keeps it in one set; never overwrites. No model needed.")),
+    label: Optional[str] = typer.Option(None, "--label", help="With --collect: the class being photographed (its folder name)."),
+    every: float = typer.Option(DEFAULT_COLLECT_EVERY_S, "--every", metavar="SECONDS", help=(
+        "With --collect: save at most one frame per this many seconds (of video time for a video file).")),
+    save_uncertain: Optional[Path] = typer.Option(None, "--save_uncertain", "--save-uncertain", metavar="DIR", help=(
+        "Save camera frames whose top score is below --threshold (or top-two margin below --margin) as "
+        "DIR/<predicted label>/*.jpg, their scores appended to DIR/uncertain.jsonl: the frames worth labelling next.")),
+    margin: Optional[float] = typer.Option(None, "--margin", help=(
+        "With --save_uncertain: a frame whose top two scores differ by less than this is uncertain too.")),
+    save_every: float = typer.Option(DEFAULT_SAVE_EVERY_S, "--save_every", "--save-every", metavar="SECONDS", help=(
+        "With --save_uncertain: save at most one frame per this many seconds.")),
+    save_max: int = typer.Option(DEFAULT_SAVE_MAX, "--save_max", "--save-max", metavar="N", help=(
+        "With --save_uncertain: stop saving while DIR holds this many images (counting those already there).")),
 ) -> None:
     """Classify images, a camera or a video with a TFLite image classifier (no TensorFlow needed).
 
@@ -85,11 +101,18 @@ def classify(
     exit code 0 for SIGTERM, 130 for Ctrl-C.
     """
     setup_logging()
+    if collect_dir is not None:
+        _collect(collect_dir, label, every, camera, inputs, max_frames, max_reconnects, serve,
+                 bool(save or display or save_uncertain))
+        return
+    if label is not None:
+        print("error: --label names the class for --collect DIR", file=sys.stderr)
+        raise typer.Exit(2)
     options = ClassifyOptions(
         inputs=list(inputs or []), camera=camera, model=model, labels=labels, num_threads=num_threads,
         input_mean=input_mean, input_std=input_std, top_k=top_k, threshold=threshold, max_frames=max_frames,
         smooth=smooth, save=save, display=display, max_reconnects=max_reconnects, serve=serve, emit=emit,
-        delegate=delegate)
+        delegate=delegate, save_uncertain=save_uncertain, margin=margin, save_every=save_every, save_max=save_max)
 
     def on_result(result: Result) -> None:
         print(json.dumps(result.to_json()) if json_lines else _format_result(result, camera), flush=True)
@@ -110,6 +133,27 @@ def classify(
         raise typer.Exit(EXIT_INTERRUPTED)
     if summary.source_lost and not summary.terminated:
         raise typer.Exit(EXIT_CAMERA_LOST)
+
+
+def _collect(folder: Path, label: str | None, every: float, camera: str | None, inputs: list[Path] | None,
+             max_frames: int | None, max_reconnects: int | None, serve: str | None, classifying: bool) -> None:
+    """--collect: save frames for training, print each file saved, then the summary."""
+    problem = ("--collect needs --label NAME, the class being photographed" if label is None
+               else "--collect needs --camera (a camera, video file or stream)" if camera is None
+               else "--collect takes frames from --camera, not image files" if inputs
+               else "--save, --display and --save_uncertain classify; --collect does not" if classifying else None)
+    try:
+        if problem:
+            raise UserError(problem)
+        summary = collect(CollectOptions(camera, folder, label, every, max_frames, max_reconnects, serve),
+                          lambda path: print(f"saved {path}", flush=True),
+                          lambda url: print(f"live view at {url}", file=sys.stderr, flush=True))
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    print(str(summary), file=sys.stderr)
+    if summary.interrupted:
+        raise typer.Exit(EXIT_INTERRUPTED)
 
 
 def main() -> None:

@@ -8,13 +8,14 @@ land in the same one of training, validation or testing, never across two.
 
 from __future__ import annotations
 
-import itertools
+import contextlib
 import json
 import logging
 import os
 import re
 import secrets
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -157,10 +158,12 @@ class UncertainSaver:
     time) with "file" (relative to DIR) and "reason". At most one frame per `every` seconds, and
     never more than `max_files` images in DIR, counting those already there, so a device left
     running cannot fill its card; moving the reviewed images out makes room again.
+    As a frame consumer beside the classify loop, `add(frame, result)` takes a stream's frames,
+    timed by the video's clock when `fps` is given (a file), else by when they were captured.
     """
 
     def __init__(self, root: Path, threshold: float, margin: float | None = None,
-                 every: float = DEFAULT_SAVE_EVERY_S, max_files: int = DEFAULT_SAVE_MAX):
+                 every: float = DEFAULT_SAVE_EVERY_S, max_files: int = DEFAULT_SAVE_MAX, fps: float | None = None):
         if every < 0:
             raise UserError("--save_every must be zero or more seconds")
         if max_files < 1:
@@ -175,6 +178,8 @@ class UncertainSaver:
         self.interval = Interval(every)
         self.files = image_count(self.root)
         self.warned_full = False
+        self.fps = fps
+        self.sidecar = None  # opened at the first saved frame
 
     def reason(self, top: list[tuple[str, float]]) -> str | None:
         """Why a frame with these (label, score) pairs, best first, is uncertain; None when it is not."""
@@ -201,11 +206,21 @@ class UncertainSaver:
         self.interval.mark(timestamp)
         relative = self.writer.write(frame, top[0][0])
         self.files += 1
-        line = json.dumps({"file": relative.as_posix(), "reason": reason, **record})
-        # One write of a whole line in append mode: a crash can cut only the last line short.
-        with open(self.root / UNCERTAIN_SIDECAR, "a", encoding="utf-8") as sidecar:
-            sidecar.write(line + "\n")
+        if self.sidecar is None:
+            self.sidecar = open(self.root / UNCERTAIN_SIDECAR, "a", encoding="utf-8")
+        # One write of a whole line, flushed, in append mode: a crash can cut only the last line short.
+        self.sidecar.write(json.dumps({"file": relative.as_posix(), "reason": reason, **record}) + "\n")
+        self.sidecar.flush()
         return relative
+
+    def add(self, frame: np.ndarray, result) -> None:
+        """Offer a classified stream frame: result is an edge.classify.Result."""
+        timestamp = result.frame / self.fps if self.fps else result.time
+        self.offer(frame, timestamp, result.top_k, result.to_json())
+
+    def close(self) -> None:
+        if self.sidecar is not None:
+            self.sidecar.close()
 
 
 @dataclass
@@ -217,6 +232,8 @@ class CollectOptions:
     label: str
     every: float = DEFAULT_COLLECT_EVERY_S  # seconds between saved frames (of video time, for a file)
     max_frames: int | None = None  # stop after saving this many
+    max_reconnects: int | None = None  # as for classifying
+    serve: str | None = None  # "[HOST:]PORT" of the live view, showing the label and the count
 
 
 @dataclass
@@ -236,28 +253,43 @@ class CollectSummary:
                 f"({self.frames} read) in {self.seconds:.1f} s{ending}")
 
 
-def collect(options: CollectOptions, on_saved: Callable[[Path], None] = lambda path: None) -> CollectSummary:
+def collect(options: CollectOptions, on_saved: Callable[[Path], None] = lambda path: None,
+            on_serving: Callable[[str], None] = lambda url: None) -> CollectSummary:
     """Save frames of options.camera as one burst of training images; on_saved gets each file's path.
 
     A video file is paced by its own clock (frame index / frames per second), so it gives the
-    same frames however fast it is read; a live camera by the wall clock.
+    same frames however fast it is read; a live camera by when each frame was captured.
+    Ctrl-C ends the run; every file written is whole.
     """
+    from .classify import Result
+
     if options.max_frames is not None and options.max_frames < 1:
         raise UserError("--max_frames must be at least 1")
     collector = Collector(options.folder, options.label, options.every)
     summary = CollectSummary(Path(options.folder) / folder_for_label(options.label), collector.writer.burst_id)
     started = time.perf_counter()
     try:
-        with open_camera(options.camera) as source:
-            for index, frame in zip(itertools.count(), source.frames()):
+        with contextlib.ExitStack() as stack:
+            view = None
+            if options.serve:
+                from .serve import LiveView, parse_address
+
+                view = stack.enter_context(contextlib.closing(LiveView(*parse_address(options.serve))))
+                on_serving(view.url)
+            source = stack.enter_context(open_camera(options.camera, options.max_reconnects))
+            for index, frame in enumerate(source.frames(threading.Event())):
                 summary.frames += 1
-                timestamp = index / source.fps if source.fps else time.monotonic()
-                saved = collector.offer(frame, timestamp)
+                saved = collector.offer(frame.pixels, index / source.fps if source.fps else frame.captured)
                 if saved is not None:
                     summary.saved += 1
                     on_saved(Path(options.folder) / saved)
-                    if summary.saved == options.max_frames:
-                        break
+                if view is not None:
+                    # No model, so no scores: the view shows what is being collected instead.
+                    view.add(frame.pixels, Result(source.name, index, frame.time, f"collecting {options.label}: "
+                                                  f"{summary.saved} saved", [], 0.0,
+                                                  (time.monotonic() - frame.captured) * 1000))
+                if summary.saved == options.max_frames:
+                    break
     except KeyboardInterrupt:
         summary.interrupted = True
     summary.seconds = time.perf_counter() - started

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from test_edge import COLOR_BGR, color_models, invoke, json_lines  # noqa: F401
 
 from edge import UserError
 from edge.collect import (BURST_ID, UNCERTAIN_BURST_GAP_S, UNCERTAIN_SIDECAR, BurstWriter, Collector,
@@ -41,7 +42,7 @@ def test_collect_from_a_video_keeps_its_pace_and_a_second_run_adds_a_burst(tmp_p
     # Video time, not wall time: frames 0, 5, 10, ... of the 30.
     assert summary.saved == 6 and summary.frames == 30 and not summary.interrupted
     assert saved == sorted((tmp_path / "data" / "daisy").iterdir())
-    assert {set_for_file(path.name) for path in saved} == {set_for_file(f"{summary.burst_id}.jpg")}
+    assert {set_for_file(path.name) for path in saved} == {set_for_file(summary.burst_id)}
     first = {path: path.read_bytes() for path in saved}
 
     again = collect(CollectOptions(str(video), tmp_path / "data", "daisy", every=0.0, max_frames=4))
@@ -161,3 +162,99 @@ def test_save_uncertain_starts_a_new_burst_after_a_long_gap(tmp_path):
 def test_save_uncertain_refuses_bad_options(tmp_path, arguments, message):
     with pytest.raises(UserError, match=message):
         UncertainSaver(tmp_path, **arguments)
+
+
+# --- through the CLI, as a user types it ---------------------------------------------------------
+
+def test_cli_collect_from_a_video_then_a_second_run_adds_without_overwriting(tmp_path):
+    video = write_video(tmp_path / "clip.avi", frames=30)  # 3 s at 10 fps
+    result = invoke("--camera", video, "--collect", tmp_path / "data", "--label", "Red Rose", "--every", "0.5")
+    assert result.exit_code == 0, result.output
+    first = sorted((tmp_path / "data" / "Red Rose").iterdir())
+    assert result.stdout.splitlines() == [f"saved {path}" for path in first] and len(first) == 6
+    assert len({path.name.split("_nohash_")[0] for path in first}) == 1
+    assert len({set_for_file(path.name) for path in first}) == 1
+    assert "6 frames saved to" in result.stderr
+    contents = {path: path.read_bytes() for path in first}
+
+    result = invoke("--camera", video, "--collect", tmp_path / "data",
+                    "--label", "Red Rose", "--every", "0", "--max-frames", "4")
+    assert result.exit_code == 0, result.output
+    after = sorted((tmp_path / "data" / "Red Rose").iterdir())
+    assert len(after) == 10 and all(path.read_bytes() == data for path, data in contents.items())
+    second = [path for path in after if path not in contents]
+    assert len({path.name.split("_nohash_")[0] for path in second}) == 1
+    assert second[0].name.split("_nohash_")[0] != first[0].name.split("_nohash_")[0]
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--collect", "data"], "--collect needs --label"),
+    (["--collect", "data", "--label", "cat"], "--collect needs --camera"),
+    (["--collect", "data", "--label", "cat", "--camera", "clip.avi", "--save_uncertain", "u"], "--save, --display and --save_uncertain classify"),
+    (["--label", "cat", "--camera", "clip.avi"], "--label names the class for --collect"),
+    (["--collect", "data", "--label", "..", "--camera", "clip.avi"], "the label '..' gives no usable folder name"),
+])
+def test_cli_collect_mistakes_are_one_line_errors(tmp_path, monkeypatch, arguments, message):
+    monkeypatch.chdir(tmp_path)
+    write_video(tmp_path / "clip.avi", frames=3)
+    result = invoke(*arguments)
+    assert result.exit_code == 2 and result.stderr.startswith(f"error: {message}"), result.output
+    assert not (tmp_path / "data").exists()
+
+
+def test_cli_save_uncertain_keeps_the_rate_and_the_cap_and_writes_the_sidecar(color_models, tmp_path):
+    import cv2
+
+    # 40 frames at 10 fps: red, then a purple the colour model splits between red and blue.
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 48))
+    for index in range(40):
+        writer.write(np.full((48, 64, 3), COLOR_BGR["red"] if index < 10 else (200, 0, 200), np.uint8))
+    writer.release()
+    uncertain = tmp_path / "uncertain"
+    result = invoke("--model", color_models["float"], "--camera", video, "--json", "--threshold", "0.9",
+                    "--save_uncertain", uncertain, "--save_every", "1", "--save_max", "2")
+    assert result.exit_code == 0, result.output
+    lines = json_lines(result.stdout)
+    unsure = [line["frame"] for line in lines if line["top_k"][0]["score"] < 0.9]
+    assert unsure and unsure[0] >= 10 and all(line["top_k"][0]["score"] >= 0.9 for line in lines[:10])
+    saved = [json.loads(line) for line in (uncertain / UNCERTAIN_SIDECAR).read_text().splitlines()]
+    # One per second of video (10 frames) from the first unsure frame, and only 2 of them (--save_max).
+    assert [record["frame"] for record in saved] == [unsure[0], unsure[0] + 10]
+    assert all((uncertain / record["file"]).is_file() and record["file"].startswith(record["top_k"][0]["label"] + "/")
+               for record in saved)
+    assert len(list(uncertain.glob("*/*.jpg"))) == 2
+    assert "--save_max 2" in result.stderr
+
+    result = invoke("--model", color_models["float"], "--camera", video, "--threshold", "0.9",
+                    "--save_uncertain", uncertain, "--save_max", "2")
+    assert result.exit_code == 0 and len(list(uncertain.glob("*/*.jpg"))) == 2  # full: nothing more
+
+
+def test_cli_save_uncertain_margin_needs_two_scores(color_models, tmp_path):
+    result = invoke("--model", color_models["float"], "--camera", tmp_path / "clip.avi", "--save_uncertain",
+                    tmp_path / "u", "--margin", "0.2", "--top_k", "1")
+    assert result.exit_code == 2 and "--margin compares the top two scores" in result.stderr
+
+
+def test_collect_with_serve_shows_the_label_and_the_count(tmp_path):
+    import urllib.request
+
+    video = write_video(tmp_path / "clip.avi", frames=6)
+    urls, seen = [], []
+
+    def on_saved(path):
+        # The view holds the previous frame's state: read it from here, while the run goes on.
+        if len(urls) and path.name.endswith("_0002.jpg"):
+            with urllib.request.urlopen(f"{urls[0]}latest.json", timeout=10) as response:
+                seen.append(json.loads(response.read()))
+
+    summary = collect(CollectOptions(str(video), tmp_path / "data", "daisy", every=0, serve="127.0.0.1:0"),
+                      on_saved, urls.append)
+    assert summary.saved == 6 and urls[0].startswith("http://127.0.0.1:")
+    assert seen[0]["label"] == "collecting daisy: 2 saved" and seen[0]["top_k"] == []
+    # The annotated stream draws a result without scores too.
+    from edge.classify import Result, annotate
+
+    drawn = annotate(frame(0), Result("clip", 0, 0.0, "collecting daisy: 0 saved", [], 0.0, 0.0))
+    assert drawn.shape == frame(0).shape and not np.array_equal(drawn, frame(0))
