@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 JPEG_QUALITY = 90  # Pillow's 0-100 scale: artefacts well below what a camera's own noise shows
 DEFAULT_COLLECT_EVERY_S = 1.0  # --every: time to move the object or the camera between two shots
 DEFAULT_SAVE_EVERY_S = 2.0  # --save_every
-DEFAULT_SAVE_MAX = 500  # --save_max: images under the --save_uncertain folder, ~50 MB of 640x480 JPEGs
+DEFAULT_SAVE_MAX = 500  # --save_max: images under the --save_uncertain folder; a 640x480 photo is ~70 KB
 # --save_uncertain starts a new burst after this long without saving: a later uncertain frame is
 # most likely another scene, which may go to another set; frames closer together stay in one.
 UNCERTAIN_BURST_GAP_S = 60.0
