@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import secrets
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -66,15 +65,18 @@ def image_count(root: Path) -> int:
 def write_jpeg(path: Path, frame: np.ndarray) -> None:
     """BGR uint8 (h, w, 3) frame -> JPEG at path, written whole or not at all.
 
-    Not trainer.outputs: the device runtime installs without the trainer.
+    As trainer.outputs.atomic_output names and creates its temporaries (the device runtime
+    installs without the trainer): O_EXCL with 0o666, so the umask gives the image the mode of
+    any new file, where mkstemp's 0600 would hide it from other users.
     """
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".partial", dir=path.parent)
+    temporary = path.parent / f".{path.stem}.{os.getpid()}.{secrets.token_hex(4)}.partial{path.suffix}"
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(descriptor, "wb") as file:
             Image.fromarray(np.ascontiguousarray(frame[..., ::-1])).save(file, "JPEG", quality=JPEG_QUALITY)
         os.replace(temporary, path)
     finally:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
 
 
 class BurstWriter:

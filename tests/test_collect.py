@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -69,7 +70,11 @@ def test_collector_saves_one_burst_at_the_interval_that_stays_in_one_split(tmp_p
         decoded = np.asarray(image.convert("RGB"))
     # Written as RGB from the BGR frame: red (BGR channel 2) must come back in RGB channel 0.
     assert np.abs(decoded[..., 0].astype(int) - frame(3)[..., 2]).mean() < 4
-    assert not list(tmp_path.rglob("*.partial"))
+    assert not list(tmp_path.rglob("*.partial*"))
+    # The umask's mode, as for any new file (0644 under 022), not a temporary file's 0600.
+    umask = os.umask(0)
+    os.umask(umask)
+    assert all(path.stat().st_mode & 0o777 == 0o666 & ~umask for path in files)
 
 
 def test_a_second_collector_adds_a_new_burst_without_touching_the_first(tmp_path):
