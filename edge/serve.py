@@ -16,6 +16,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import select
+import socket
 import threading
 import time
 from http import HTTPStatus
@@ -33,7 +35,8 @@ MAX_CLIENTS = 4  # requests served at once: a Pi's CPU belongs to the classifier
 STREAM_MAX_FPS = 15.0  # frames sent per second per client, at most: a person watching needs no more
 JPEG_QUALITY = 80  # OpenCV's 0-100 scale
 CLIENT_TIMEOUT_S = 10.0  # a client that takes no data for this long is dropped, freeing its place
-WAIT_POLL_S = 0.5  # how often a client waiting for a frame checks whether the view is closing
+WAIT_POLL_S = 0.5  # how often a client waiting for a frame checks whether the view is closing or it left
+CLOSE_TIMEOUT_S = 3.0  # close() waits at most this long for the server and its clients to end
 BOUNDARY = "frame"  # multipart boundary between JPEG parts
 
 PAGE = """<!doctype html>
@@ -103,6 +106,10 @@ class LiveView:
     """The --serve HTTP server, on its own threads, showing the newest (frame, result) it was given."""
 
     def __init__(self, host: str, port: int):
+        try:
+            import cv2  # noqa: F401
+        except ImportError:  # picamera2 frames need no OpenCV; annotating and encoding them do
+            raise UserError("--serve needs OpenCV to draw and encode frames: pip install 'retrain-edge[camera]'") from None
         self._changed = threading.Condition()
         self._newest: tuple[np.ndarray, Result] | None = None
         self._sequence = 0  # how many frames were added; identifies the newest
@@ -110,6 +117,7 @@ class LiveView:
         self._jpeg_sequence, self._jpeg = 0, b""  # the newest frame encoded so far, shared by all clients
         self.clients = threading.BoundedSemaphore(MAX_CLIENTS)
         self.closing = threading.Event()
+        self._connections: set[socket.socket] = set()  # of the clients being served, for close(); under _changed
         handler = type("LiveViewHandler", (_Handler,), {"view": self})
         try:
             self._server = ThreadingHTTPServer((host, port), handler)
@@ -152,10 +160,35 @@ class LiveView:
                 self._jpeg_sequence, self._jpeg = sequence, encoded.tobytes()
             return self._jpeg_sequence, self._jpeg
 
+    def admit(self, connection: socket.socket) -> bool:
+        """Count a client's connection in, for close(); False once the view is closing."""
+        with self._changed:
+            if self.closing.is_set():
+                return False
+            self._connections.add(connection)
+            return True
+
+    def leave(self, connection: socket.socket) -> None:
+        with self._changed:
+            self._connections.discard(connection)
+            self._changed.notify_all()
+
     def close(self) -> None:
-        self.closing.set()
+        """Stop serving; the server and every client's thread end within CLOSE_TIMEOUT_S."""
+        deadline = time.monotonic() + CLOSE_TIMEOUT_S
+        with self._changed:
+            self.closing.set()
+            self._changed.notify_all()
+            for connection in self._connections:  # wakes a thread blocked sending to a client that stopped reading
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
         self._server.shutdown()
         self._server.server_close()
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        with self._changed:
+            self._changed.wait_for(lambda: not self._connections, max(0.0, deadline - time.monotonic()))
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -172,11 +205,26 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(HTTPStatus.SERVICE_UNAVAILABLE, f"at most {MAX_CLIENTS} clients at once")
             return
         try:
-            route()
-        except (BrokenPipeError, ConnectionResetError, TimeoutError):
-            pass  # the client went away or stopped reading: its place is free again
+            if not self.view.admit(self.connection):
+                self.send_error(HTTPStatus.SERVICE_UNAVAILABLE, "the live view is closing")
+                return
+            try:
+                route()
+            except OSError:
+                pass  # the client went away or stopped reading, or close() shut it: its place is free again
+            finally:
+                self.view.leave(self.connection)
         finally:
             self.view.clients.release()
+
+    def _method_not_allowed(self) -> None:
+        self.send_response(HTTPStatus.METHOD_NOT_ALLOWED)
+        self.send_header("Allow", "GET")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    # Read-only: every other standard method is refused (http.server answers 501 to unknown ones).
+    do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _method_not_allowed
 
     def _send(self, content_type: str, body: bytes) -> None:
         self.send_response(HTTPStatus.OK)
@@ -201,6 +249,8 @@ class _Handler(BaseHTTPRequestHandler):
         while not self.view.closing.is_set():
             newest = self.view.next_jpeg(sequence)
             if newest is None:
+                if self._client_left():  # no frame came (a camera outage): no failed write will tell
+                    return
                 continue
             sequence, jpeg = newest
             self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
@@ -208,6 +258,14 @@ class _Handler(BaseHTTPRequestHandler):
             next_send += 1 / STREAM_MAX_FPS
             time.sleep(max(0.0, next_send - time.monotonic()))
             next_send = max(next_send, time.monotonic())
+
+    def _client_left(self) -> bool:
+        """True when the client closed its end: its socket reads as ended (it never sends anything more)."""
+        readable, _, _ = select.select([self.connection], [], [], 0)
+        try:
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
 
     def log_message(self, format: str, *args) -> None:
         pass  # a line per request would flood a service's journal; errors reach the client

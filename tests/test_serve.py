@@ -6,6 +6,8 @@ import http.client
 import json
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -156,3 +158,89 @@ def test_page_in_headless_chromium_shows_the_label(serving):
             page.wait_for_function("document.querySelector('img').naturalWidth === 64", timeout=20_000)
         finally:
             browser.close()
+
+
+def port_of(view: LiveView) -> int:
+    return int(view.url.rsplit(":", 1)[1].strip("/"))
+
+
+def request(port: int, method: str, path: str) -> tuple[int, dict]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request(method, path)
+        response = connection.getresponse()
+        response.read()
+        return response.status, dict(response.getheaders())
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"])
+def test_other_methods_get_405(method):
+    view = LiveView("127.0.0.1", 0)
+    try:
+        for path in ("/latest.json", "/nope"):
+            status, headers = request(port_of(view), method, path)
+            assert status == 405 and headers["Allow"] == "GET", (method, path)
+    finally:
+        view.close()
+
+
+def test_closed_tabs_free_their_places_while_no_frames_come():
+    """During a camera outage no frame comes to fail a write on: a tab closed meanwhile must still leave."""
+    view = LiveView("127.0.0.1", 0)
+    try:
+        for stream in [open_stream(port_of(view)) for _ in range(MAX_CLIENTS)]:
+            assert stream.status == 200
+            stream.close()
+        for _ in range(50):
+            if request(port_of(view), "GET", "/latest.json")[0] == 200:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the places of closed streams did not come free while no frame came")
+    finally:
+        view.close()
+
+
+def handler_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if "process_request_thread" in thread.name]
+
+
+def test_close_ends_waiting_and_stalled_clients_quickly():
+    view = LiveView("127.0.0.1", 0)
+    waiting = open_stream(port_of(view))  # waits for a frame that never comes
+    stalled = socket.create_connection(("127.0.0.1", port_of(view)))
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.sendall(b"GET /stream.mjpg HTTP/1.0\r\n\r\n")  # and never reads: its thread blocks in a send
+    rng = np.random.default_rng(0)
+    result = Result("camera", 0, time.time(), "red", [("red", 1.0)], 1.0, 2.0)
+    try:
+        for index in range(60):
+            view.add(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8), result)
+            time.sleep(0.02)
+        assert len(handler_threads()) >= 2
+        started = time.monotonic()
+        view.close()
+        assert time.monotonic() - started < 4.0
+        assert not handler_threads(), "close() returned with client threads still running"
+    finally:
+        waiting.close()
+        stalled.close()
+
+
+def test_serve_without_opencv_is_one_sentence():
+    """picamera2 frames need no OpenCV; annotating and encoding them for --serve do."""
+    code = """
+import sys
+sys.modules["cv2"] = None  # as where OpenCV is not installed
+from edge import UserError
+from edge.serve import LiveView
+try:
+    LiveView("127.0.0.1", 0)
+except UserError as error:
+    print(error)
+"""
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.startswith("--serve needs OpenCV"), completed.stdout
