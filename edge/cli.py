@@ -123,14 +123,7 @@ def classify(
     def on_serving(url: str) -> None:
         print(f"live view at {url}", file=sys.stderr, flush=True)
 
-    try:
-        summary = run(options, on_result, on_stats, on_serving)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise typer.Exit(2) from None
-    print(str(summary), file=sys.stderr)
-    if summary.interrupted:
-        raise typer.Exit(EXIT_INTERRUPTED)
+    summary = _run_reporting_errors(lambda: run(options, on_result, on_stats, on_serving))
     if summary.source_lost and not summary.terminated:
         raise typer.Exit(EXIT_CAMERA_LOST)
 
@@ -142,18 +135,29 @@ def _collect(folder: Path, label: str | None, every: float, camera: str | None, 
                else "--collect needs --camera (a camera, video file or stream)" if camera is None
                else "--collect takes frames from --camera, not image files" if inputs
                else "--save, --display and --save_uncertain classify; --collect does not" if classifying else None)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        raise typer.Exit(2)
+    _run_reporting_errors(lambda: collect(
+        CollectOptions(camera, folder, label, every, max_frames, max_reconnects, serve),
+        lambda path: print(f"saved {path}", flush=True),
+        lambda url: print(f"live view at {url}", file=sys.stderr, flush=True)))
+
+
+def _run_reporting_errors(work):
+    """Run `work`; a UserError is one `error:` line and exit 2; print the summary it returns.
+
+    Ctrl-C (the summary's `interrupted`) exits EXIT_INTERRUPTED after the summary.
+    """
     try:
-        if problem:
-            raise UserError(problem)
-        summary = collect(CollectOptions(camera, folder, label, every, max_frames, max_reconnects, serve),
-                          lambda path: print(f"saved {path}", flush=True),
-                          lambda url: print(f"live view at {url}", file=sys.stderr, flush=True))
+        summary = work()
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         raise typer.Exit(2) from None
     print(str(summary), file=sys.stderr)
     if summary.interrupted:
         raise typer.Exit(EXIT_INTERRUPTED)
+    return summary
 
 
 def main() -> None:
