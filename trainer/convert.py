@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -46,6 +47,8 @@ ACCURACY_DROP_WARNING = 0.01
 KERAS_BATCH_SIZE = 32
 # Invocations before timing starts: the first ones pay for XNNPACK's weight packing.
 WARMUP_INVOCATIONS = 2
+# Calibration images on which the quantisation debugger measures each layer's int8 error.
+DEBUG_IMAGES = 50
 
 
 @dataclass
@@ -323,10 +326,13 @@ def _quiet(verbose: bool) -> Iterator[None]:
         tf_logger.setLevel(previous_level)
 
 
-def convert_model(model, mode: str, calibration: np.ndarray | None = None, verbose: bool = False) -> bytes:
+def convert_model(model, mode: str, calibration: np.ndarray | None = None, verbose: bool = False,
+                  float_layers: int = 0) -> bytes:
     """A Keras model -> .tflite bytes in `mode` (see MODES).
 
     calibration: float32 (N, H, W, 3) normalised training images, for int8 (uint8 in and out).
+    float_layers: int8 only; this many layers of largest quantisation error stay in float
+    (see `selectively_quantized`); 0 quantises every layer.
     """
     import tensorflow as tf
 
@@ -343,11 +349,51 @@ def convert_model(model, mode: str, calibration: np.ndarray | None = None, verbo
             converter.inference_input_type = tf.uint8
             converter.inference_output_type = tf.uint8
         try:
+            if mode == "int8" and float_layers:
+                return selectively_quantized(converter, calibration, float_layers)
             return converter.convert()
         except Exception as error:  # the converter's errors carry its whole log; show the first line
             first_line = (str(error).strip().splitlines() or ["no detail"])[0]
             raise UserError(f"the TFLite converter failed ({first_line}); run again with --verbose "
                             f"to see its log") from None
+
+
+def layer_errors(debugger) -> list[tuple[str, float]]:
+    """(tensor name, RMS error in quantisation steps) per quantised layer, the worst first.
+
+    The debugger runs the float and the quantised layer side by side on its images; an error
+    measured in steps of the layer's own output scale says how much worse than the rounding every
+    int8 tensor pays the layer is.
+    """
+    import csv
+    import io
+
+    dump = io.StringIO()
+    debugger.layer_statistics_dump(dump)
+    errors = [(row["tensor_name"], math.sqrt(float(row["mean_squared_error"])) / float(row["scale"]))
+              for row in csv.DictReader(io.StringIO(dump.getvalue())) if float(row["scale"]) > 0]
+    return sorted(errors, key=lambda error: -error[1])
+
+
+def selectively_quantized(converter, calibration: np.ndarray, float_layers: int) -> bytes:
+    """int8 with uint8 input and output, except the `float_layers` layers of largest error in float.
+
+    TensorFlow's quantisation debugger measures each layer's error on DEBUG_IMAGES calibration
+    images; the worst layers (in MobileNets the early depthwise convolutions, whose ReLU6 outputs
+    are few and large) are then left in float. The debugger's own selective model takes float
+    input, so its calibrated model is quantised here with the input and output types the device
+    expects.
+    """
+    import tensorflow as tf
+    from tensorflow.lite.python.convert import mlir_quantize
+
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter, debug_dataset=lambda: ([image[np.newaxis]] for image in calibration[:DEBUG_IMAGES]))
+    debugger.run()
+    worst = [name for name, _ in layer_errors(debugger)[:float_layers]]
+    return mlir_quantize(debugger.calibrated_model, input_data_type=tf.uint8,
+                         output_data_type=tf.uint8, denylisted_nodes=worst)
 
 
 def add_metadata(tflite_bytes: bytes, metadata: dict) -> bytes:
