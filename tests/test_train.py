@@ -275,7 +275,8 @@ def test_help_documents_every_flag():
     for flag in ("--image_dir", "--output_dir", "--architecture", "--weights", "--bottleneck_dir", "--summaries_dir",
                  "--how_many_training_steps", "--learning_rate", "--train_batch_size", "--eval_step_interval",
                  "--validation_batch_size", "--test_batch_size", "--validation_percentage", "--testing_percentage",
-                 "--print_misclassified_test_images", "--output_graph", "--output_labels", "--seed"):
+                 "--print_misclassified_test_images", "--output_graph", "--output_labels", "--seed", "--no_early_stopping",
+                 "--early-stopping"):
         assert flag in result.output
 
 

@@ -57,6 +57,12 @@ def train_and_report(options) -> None:
     result = train(options)
     for path, true_label, predicted_label in result.misclassified if options.print_misclassified_test_images else ():
         typer.echo(f"misclassified: {path} (true {true_label}, predicted {predicted_label})")
+    steps, kept_step = result.run["hyperparameters"]["how_many_training_steps"], result.run["kept_step"]
+    if kept_step != steps:
+        typer.echo(f"kept the head of step {kept_step} of {steps}: the lowest validation cross entropy")
+    if result.run["calibration"]["fitted_on"]:
+        typer.echo(f"temperature {result.run['calibration']['temperature']:.2f}, fitted on the validation split, "
+                   f"folded into the final layer")
     if result.test_accuracy is None:
         typer.echo("final test accuracy: n/a (the test set is empty)")
     else:
@@ -87,6 +93,7 @@ def train_command(
     output_graph: Path = typer.Option(None, "--output_graph", "--output-graph", help="Also write the model here (classic flag)."),
     output_labels: Path = typer.Option(None, "--output_labels", "--output-labels", help="Also write the labels here (classic flag)."),
     seed: int = typer.Option(0, "--seed", help="Seed for sampling and random weights: same seed, same model."),
+    early_stopping: bool = typer.Option(True, "--early_stopping/--no_early_stopping", "--early-stopping/--no-early-stopping", help="Keep the head of the evaluation step with the lowest validation cross entropy (default), or the last step's (classic)."),
     random_crop: int = typer.Option(0, "--random_crop", "--random-crop", min=0, max=100, help="Percent margin to crop from training images at random (classic distortion)."),
     random_scale: int = typer.Option(0, "--random_scale", "--random-scale", min=0, max=100, help="Percent to enlarge training images by at random before cropping."),
     random_brightness: int = typer.Option(0, "--random_brightness", "--random-brightness", min=0, max=100, help="Percent to brighten or darken training images by at random."),
@@ -107,7 +114,7 @@ def train_command(
         validation_batch_size=validation_batch_size, test_batch_size=test_batch_size,
         validation_percentage=validation_percentage, testing_percentage=testing_percentage,
         print_misclassified_test_images=print_misclassified_test_images,
-        output_graph=output_graph, output_labels=output_labels, seed=seed,
+        output_graph=output_graph, output_labels=output_labels, seed=seed, early_stopping=early_stopping,
         distortions=DistortionOptions(random_crop, random_scale, random_brightness, flip_left_right, distortion_variants),
     )
     run(train_and_report, options)
