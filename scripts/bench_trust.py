@@ -2,7 +2,7 @@
 
     python scripts/bench_trust.py [--image_dir ../shared/data/flowers] [--folds 5]
         [--architecture mobilenet_v2_0.5_224] [--weights ../shared/data/weights/...0.5_224_no_top.h5]
-        [--steps 4000] [--float_layers 0,3,6,10] [--no_distortions]
+        [--steps 4000] [--float_layers 6,10,15,20] [--no_distortions]
 
 With no photos held back beyond the dataset, each image is measured once, by the model that did
 not see it. Fold f holds the images whose classic split hash (trainer.dataset.hash_percentage)
@@ -39,7 +39,9 @@ from edge.model import load_model  # noqa: E402
 from trainer.backbones import INPUT_MEAN, INPUT_STD, build_backbone, get_backbone, weights_id  # noqa: E402
 from trainer.bottlenecks import BottleneckCache, file_keys, image_bottlenecks, make_forward  # noqa: E402
 from trainer.calibration import THRESHOLDS, expected_calibration_error, precision_coverage  # noqa: E402
-from trainer.convert import DEFAULT_CALIBRATION_IMAGES, calibration_paths, convert_model  # noqa: E402
+from trainer.convert import (  # noqa: E402
+    DEFAULT_CALIBRATION_IMAGES, calibration_paths, convert_model, selectively_quantized, tflite_converter,
+)
 from trainer.dataset import hash_percentage, list_images  # noqa: E402
 from trainer.distortions import DistortionOptions, distorted_training_inputs  # noqa: E402
 from trainer.train import TrainOptions, build_classifier, calibrate, train_head  # noqa: E402
@@ -49,6 +51,7 @@ VALIDATION_PERCENTAGE = 10  # of the hash range, after the held-out fold: the cl
 DISTORTIONS = dict(random_crop=10, random_scale=10, random_brightness=10, flip_left_right=True)
 LATENCY_THREADS = 1  # one interpreter thread: latency ratios least disturbed by a shared machine
 FLOAT_MODES = ("float32", "dynamic", "float16")
+DEFAULT_EARLY_STOPPING = TrainOptions(image_dir=Path(".")).early_stopping
 
 
 class NoSummaries:
@@ -105,7 +108,7 @@ def main() -> None:
     parser.add_argument("--weights", default=str(SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5"))
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=4000, help="training steps per head")
-    parser.add_argument("--float_layers", default="0,3,6,10", help="int8 variants: layers kept in float (0: full int8)")
+    parser.add_argument("--float_layers", default="6,10,15,20", help="selective int8 variants: layers kept in float")
     parser.add_argument("--no_distortions", action="store_true", help="skip the distortion comparison")
     parser.add_argument("--bottleneck_dir", type=Path, default=None, help="cache to reuse (default: a temporary one)")
     arguments = parser.parse_args()
@@ -149,28 +152,31 @@ def main() -> None:
             def held_out_accuracy(head) -> float:
                 return float(np.mean(head.probabilities(test_x).argmax(1) == test_y))
 
-            last_head, _ = trained_head(arguments.steps, False, train_x, train_y, validation_x, validation_y, class_count)
-            head, kept_step = trained_head(arguments.steps, True, train_x, train_y, validation_x, validation_y, class_count)
-            record("head: last step, accuracy", held_out_accuracy(last_head))
-            record("head: lowest validation CE, accuracy", held_out_accuracy(head))
-            record("head: lowest validation CE, step", kept_step)
-            for name, candidate in (("last step", last_head), ("lowest validation CE", head)):
+            heads = {}
+            for name, early_stopping in (("last step", False), ("lowest validation CE", True)):
+                heads[name], kept_step = trained_head(arguments.steps, early_stopping, train_x, train_y, validation_x,
+                                                      validation_y, class_count)
+                record(f"head: {name}, accuracy", held_out_accuracy(heads[name]))
+                record(f"head: {name}, step", kept_step)
                 record(f"head: {name}, ECE before temperature",
-                       expected_calibration_error(candidate.probabilities(test_x), test_y))
-                calibrated, calibration = calibrate(candidate, validation_x, validation_y)
+                       expected_calibration_error(heads[name].probabilities(test_x), test_y))
+                calibrated, calibration = calibrate(heads[name], validation_x, validation_y)
                 record(f"head: {name}, ECE after temperature",
                        expected_calibration_error(calibrated.probabilities(test_x), test_y))
                 record(f"head: {name}, temperature", calibration["temperature"])
-                record(f"head: {name}, largest weight", float(np.abs(candidate.weights).max()))
-            head, _ = calibrate(head, validation_x, validation_y)
+                record(f"head: {name}, largest weight", float(np.abs(heads[name].weights).max()))
+            # The rest measures what `train` delivers by default.
+            head, _ = calibrate(heads["lowest validation CE" if DEFAULT_EARLY_STOPPING else "last step"],
+                                validation_x, validation_y)
             keras_scores = head.probabilities(test_x)
             for row in precision_coverage(keras_scores, test_y):
                 thresholds[row.threshold].append((row.precision, row.coverage))
 
             if variants is not None:
                 train_indices = np.flatnonzero(train_mask)
-                distorted_head, _ = trained_head(arguments.steps, True, train_x, train_y, validation_x, validation_y,
-                                                 class_count, training_inputs=lambda batch: variants(train_indices[batch]))
+                distorted_head, _ = trained_head(arguments.steps, DEFAULT_EARLY_STOPPING, train_x, train_y, validation_x,
+                                                 validation_y, class_count,
+                                                 training_inputs=lambda batch: variants(train_indices[batch]))
                 record("distortions: off, accuracy", held_out_accuracy(head))
                 record("distortions: on (10 cached variants), accuracy", held_out_accuracy(distorted_head))
 
@@ -184,12 +190,14 @@ def main() -> None:
                                    calibration_paths(training_files, DEFAULT_CALIBRATION_IMAGES)]
             calibration = (pixels[calibration_indices].astype(np.float32) - INPUT_MEAN) / INPUT_STD
             sizes, latencies = {}, {}
-            modes = [(mode, mode, 0) for mode in FLOAT_MODES]
-            modes += [("int8" if count == 0 else f"int8, {count} layers float", "int8", count)
-                      for count in float_layer_counts]
-            for name, mode, float_layers in modes:
-                tflite_bytes = convert_model(model, mode, calibration if mode == "int8" else None,
-                                             float_layers=float_layers)
+            models = {mode: convert_model(model, mode) for mode in FLOAT_MODES}
+            models["int8"] = convert_model(model, "int8", calibration)
+            selective_counts = [count for count in float_layer_counts if count]
+            with tflite_converter(model, "int8", calibration) as converter:
+                selective = selectively_quantized(converter, calibration, selective_counts)
+            models.update((f"int8, {count} layers float", tflite_bytes)
+                          for count, tflite_bytes in zip(selective_counts, selective))
+            for name, tflite_bytes in models.items():
                 scores, latencies[name] = tflite_scores(tflite_bytes, images.labels, pixels[held_out], Path(work))
                 sizes[name] = len(tflite_bytes)
                 record(f"{name}, accuracy", float(np.mean(scores.argmax(1) == test_y)))

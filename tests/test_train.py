@@ -357,8 +357,9 @@ def test_early_stopping_keeps_the_step_of_lowest_validation_cross_entropy():
 
 def test_run_json_records_the_kept_step_and_the_temperature(trained_dir):
     run = json.loads((trained_dir / "run.json").read_text())
-    assert run["hyperparameters"]["early_stopping"] is True
-    assert run["kept_step"] in [record["step"] for record in run["history"]]
+    # Off by default: the last step's head is kept.
+    assert run["hyperparameters"]["early_stopping"] is False
+    assert run["kept_step"] == run["hyperparameters"]["how_many_training_steps"] == run["history"][-1]["step"]
     calibration = run["calibration"]
     assert calibration["fitted_on"] == "validation" and calibration["temperature"] > 0
     assert calibration["validation_nll"]["after"] <= calibration["validation_nll"]["before"] + 1e-9

@@ -361,13 +361,12 @@ def _quiet(verbose: bool) -> Iterator[None]:
         tf_logger.setLevel(previous_level)
 
 
-def convert_model(model, mode: str, calibration: np.ndarray | None = None, verbose: bool = False,
-                  float_layers: int = 0) -> bytes:
-    """A Keras model -> .tflite bytes in `mode` (see MODES).
+@contextlib.contextmanager
+def tflite_converter(model, mode: str, calibration: np.ndarray | None = None, verbose: bool = False) -> Iterator:
+    """A TFLiteConverter set up for `mode` (see MODES) on the Keras model, valid inside the block.
 
     calibration: float32 (N, H, W, 3) normalised training images, for int8 (uint8 in and out).
-    float_layers: int8 only; this many layers of largest quantisation error stay in float
-    (see `selectively_quantized`); 0 quantises every layer.
+    The converter's errors inside the block become a UserError.
     """
     import tensorflow as tf
 
@@ -384,13 +383,25 @@ def convert_model(model, mode: str, calibration: np.ndarray | None = None, verbo
             converter.inference_input_type = tf.uint8
             converter.inference_output_type = tf.uint8
         try:
-            if mode == "int8" and float_layers:
-                return selectively_quantized(converter, calibration, float_layers)
-            return converter.convert()
+            yield converter
         except Exception as error:  # the converter's errors carry its whole log; show the first line
             first_line = (str(error).strip().splitlines() or ["no detail"])[0]
             raise UserError(f"the TFLite converter failed ({first_line}); run again with --verbose "
                             f"to see its log") from None
+
+
+def convert_model(model, mode: str, calibration: np.ndarray | None = None, verbose: bool = False,
+                  float_layers: int = 0) -> bytes:
+    """A Keras model -> .tflite bytes in `mode` (see MODES).
+
+    calibration: float32 (N, H, W, 3) normalised training images, for int8 (uint8 in and out).
+    float_layers: int8 only; up to this many layers of largest quantisation error stay in float
+    (see `selectively_quantized`); 0 quantises every layer.
+    """
+    with tflite_converter(model, mode, calibration, verbose) as converter:
+        if mode == "int8" and float_layers:
+            return selectively_quantized(converter, calibration, [float_layers])[0]
+        return converter.convert()
 
 
 def layer_errors(debugger) -> list[tuple[str, float]]:
@@ -429,15 +440,17 @@ def layer_weight_counts(tflite_bytes: bytes) -> dict[str, int]:
     return counts
 
 
-def selectively_quantized(converter, calibration: np.ndarray, float_layers: int) -> bytes:
-    """int8 with uint8 input and output, except up to `float_layers` layers of largest error in float.
+def selectively_quantized(converter, calibration: np.ndarray, float_layer_counts: list[int]) -> list[bytes]:
+    """int8 with uint8 input and output, except up to n layers of largest error in float, for each
+    n of float_layer_counts (one measurement serves them all).
 
-    TensorFlow's quantisation debugger measures each layer's error on DEBUG_IMAGES calibration
-    images; the worst layers (in MobileNets the early depthwise convolutions, whose ReLU6 outputs
-    are few and large) are then left in float, worst first, while their weights stay within
-    FLOAT_WEIGHTS_SHARE of the model's, so the file stays close to the full int8 size. The
-    debugger's own selective model takes float input, so its calibrated model is quantised here
-    with the input and output types the device expects.
+    converter: from `tflite_converter(model, "int8", calibration)`. TensorFlow's quantisation
+    debugger measures each layer's error on DEBUG_IMAGES calibration images; the worst layers (in
+    MobileNets the early depthwise convolutions, whose ReLU6 outputs are few and large) are then
+    left in float, worst first, while their weights stay within FLOAT_WEIGHTS_SHARE of the
+    model's, so the file stays close to the full int8 size. The debugger's own selective model
+    takes float input, so its calibrated model is quantised here with the input and output types
+    the device expects.
     """
     import tensorflow as tf
     from tensorflow.lite.python.convert import mlir_quantize
@@ -448,16 +461,13 @@ def selectively_quantized(converter, calibration: np.ndarray, float_layers: int)
     debugger.run()
     weights = layer_weight_counts(debugger.calibrated_model)
     budget = FLOAT_WEIGHTS_SHARE * sum(weights.values())
-    kept_in_float = []
+    worst_within_budget = []
     for name, _ in layer_errors(debugger):
-        if len(kept_in_float) == float_layers:
-            break
         if name in weights and weights[name] <= budget:
-            kept_in_float.append(name)
+            worst_within_budget.append(name)
             budget -= weights[name]
-    log.info(f"int8 with {len(kept_in_float)} layers in float: {', '.join(name.split(';')[0] for name in kept_in_float)}")
-    return mlir_quantize(debugger.calibrated_model, input_data_type=tf.uint8, output_data_type=tf.uint8,
-                         denylisted_nodes=kept_in_float)
+    return [mlir_quantize(debugger.calibrated_model, input_data_type=tf.uint8, output_data_type=tf.uint8,
+                          denylisted_nodes=worst_within_budget[:count]) for count in float_layer_counts]
 
 
 def add_metadata(tflite_bytes: bytes, metadata: dict) -> bytes:
