@@ -2,12 +2,12 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench arm64-check clean
+.PHONY: test demo bench arm64-check interop-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet -e '.[train,camera,dev]'
+	$(PYTHON) -m pip install --quiet -e '.[train,camera,dev,beam]'
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -18,6 +18,10 @@ demo: $(STAMP)
 
 arm64-check: $(STAMP)
 	bash scripts/arm64_check.sh $(ARM64_CHECK_ARGS)
+
+# MediaPipe Tasks on the demo's converted models (run `make demo` first); MediaPipe gets its own venv.
+interop-check: $(STAMP)
+	bash scripts/interop_check.sh $(INTEROP_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) demo_output

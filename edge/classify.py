@@ -1,7 +1,9 @@
 """The pipeline: image or frame -> resize (edge.image, as the trainer) -> normalise -> invoke -> top-k.
 
 `run(options, ...)` is everything `edge-classify` does; the CLI only prints what it reports.
-Stream frames (camera, video) get per-stage timing, smoothing, annotation, saving and display.
+Stream frames (camera, video) get per-stage timing and smoothing. Beside the classify loop,
+frame consumers (--save and --display, the --serve live view) each get every (frame, result)
+pair before the result is reported; none of them is part of the loop.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import functools
 import itertools
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -28,6 +32,7 @@ from .sources import VideoSource, image_files, open_camera
 logger = logging.getLogger(__name__)
 
 UNKNOWN_LABEL = "unknown"  # reported when the top score is below --threshold
+EMIT_CHOICES = ("all", "changes")  # --emit: every result, or only when the top label changes
 STATS_WINDOW_FRAMES = 30  # FPS and stage times are averaged over this many stream frames
 LIVE_SAVE_FPS = 10.0  # frame rate written to --save for a live camera, which announces none reliably
 WINDOW_TITLE = "edge-classify"
@@ -55,6 +60,10 @@ class ClassifyOptions:
     smooth: int = 1  # average scores over the last N stream frames
     save: Path | None = None  # write annotated stream frames to this video file
     display: bool = False  # show annotated stream frames in a window
+    max_reconnects: int | None = None  # failed attempts in a row to reopen a lost live source; None: no limit
+    serve: str | None = None  # "[HOST:]PORT" of the read-only live view (edge.serve); None: off
+    emit: str = "all"  # one of EMIT_CHOICES
+    delegate: Path | None = None  # external delegate library, e.g. libedgetpu.so.1
 
 
 @dataclass
@@ -67,11 +76,12 @@ class Result:
     label: str  # top label, or UNKNOWN_LABEL below the threshold
     top_k: list[tuple[str, float]]  # (label, score), best first
     latency_ms: float  # preprocess + inference + top-k, for this image
+    frame_age_ms: float  # from capture (or reading the file) to this result
 
     def to_json(self) -> dict:
         return {"source": self.source, "frame": self.frame, "time": round(self.time, 3), "label": self.label,
                 "top_k": [{"label": label, "score": round(score, 6)} for label, score in self.top_k],
-                "latency_ms": round(self.latency_ms, 3)}
+                "latency_ms": round(self.latency_ms, 3), "frame_age_ms": round(self.frame_age_ms, 3)}
 
 
 @dataclass
@@ -83,22 +93,25 @@ class StageTimes:
     capture_ms: float = 0.0  # reading or decoding
     preprocess_ms: float = 0.0  # colour conversion, resize, normalisation
     inference_ms: float = 0.0  # invoke and dequantise
+    age_ms: float = 0.0  # from capture to result
+    dropped: int = 0  # live frames replaced by a newer one before they were classified
 
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
-    def add(self, seconds: float, capture: float, preprocess: float, inference: float) -> None:
-        """Add one frame's stage times (seconds each), keeping means in ms."""
+    def add(self, seconds: float, capture: float, preprocess: float, inference: float, age: float) -> None:
+        """Add one frame's stage times and age (seconds each), keeping means in ms."""
         n = self.frames
         self.capture_ms = (self.capture_ms * n + capture * 1000) / (n + 1)
         self.preprocess_ms = (self.preprocess_ms * n + preprocess * 1000) / (n + 1)
         self.inference_ms = (self.inference_ms * n + inference * 1000) / (n + 1)
+        self.age_ms = (self.age_ms * n + age * 1000) / (n + 1)
         self.frames, self.seconds = n + 1, self.seconds + seconds
 
     def __str__(self) -> str:
         return (f"{self.fps:.1f} fps | capture {self.capture_ms:.1f} ms | preprocess {self.preprocess_ms:.1f} ms"
-                f" | inference {self.inference_ms:.1f} ms")
+                f" | inference {self.inference_ms:.1f} ms | age {self.age_ms:.1f} ms, {self.dropped} dropped")
 
 
 @dataclass
@@ -108,8 +121,11 @@ class Summary:
     images: int = 0  # files classified
     unreadable: int = 0  # files skipped with a warning
     stream: StageTimes = field(default_factory=StageTimes)  # all stream frames
+    outages: int = 0  # times a live source was lost and came back
+    source_lost: bool = False  # a live source was lost and could not be reopened (--max_reconnects)
     seconds: float = 0.0
-    interrupted: bool = False
+    interrupted: bool = False  # by Ctrl-C (SIGINT)
+    terminated: bool = False  # by SIGTERM, a service manager's normal stop
 
     def __str__(self) -> str:
         parts = []
@@ -118,7 +134,10 @@ class Summary:
                          + (f", {self.unreadable} unreadable" if self.unreadable else ""))
         if self.stream.frames:
             parts.append(f"{self.stream.frames} frames: {self.stream}")
-        ending = " (interrupted)" if self.interrupted else ""
+        if self.outages:
+            parts.append(f"{self.outages} outage{'s' * (self.outages != 1)} survived")
+        ending = (" (interrupted)" if self.interrupted else " (terminated)" if self.terminated
+                  else " (camera lost)" if self.source_lost else "")
         return f"{'; '.join(parts) or 'nothing classified'} in {self.seconds:.1f} s{ending}"
 
 
@@ -163,10 +182,13 @@ def classify_frame(model: Model, frame: np.ndarray, top_k: int, threshold: float
     return label, top, preprocessed - start, inferred - preprocessed
 
 
-def classify_files(model: Model, paths: list[Path], options: ClassifyOptions, summary: Summary) -> Iterator[Result]:
-    """One Result per readable image under `paths`; unreadable files are warnings, counted in summary."""
+def classify_files(model: Model, paths: list[Path], options: ClassifyOptions, summary: Summary,
+                   stop: threading.Event) -> Iterator[Result]:
+    """One Result per readable image under `paths` until `stop` is set; unreadable files are warnings."""
     for path in image_files(paths):
-        read_at = time.time()
+        if stop.is_set():
+            return
+        read_at, started_reading = time.time(), time.perf_counter()
         try:
             pixels = load_rgb(path, model.input_size)
         except ImageError as error:
@@ -176,16 +198,21 @@ def classify_files(model: Model, paths: list[Path], options: ClassifyOptions, su
         start = time.perf_counter()
         label, top = top_labels(model.scores(pixels), model.labels, options.top_k, options.threshold)
         summary.images += 1
-        yield Result(str(path), 0, read_at, label, top, (time.perf_counter() - start) * 1000)
+        done = time.perf_counter()
+        yield Result(str(path), 0, read_at, label, top, (done - start) * 1000, (done - started_reading) * 1000)
 
 
 def classify_stream(model: Model, source: VideoSource, options: ClassifyOptions, summary: Summary,
-                    on_stats: Callable[[StageTimes], None] = lambda stats: None) -> Iterator[Result]:
-    """One Result per frame of `source`; on_stats gets the timings of every STATS_WINDOW_FRAMES frames."""
+                    stop: threading.Event, on_stats: Callable[[StageTimes], None] = lambda stats: None,
+                    ) -> Iterator[tuple[np.ndarray, Result]]:
+    """(BGR frame, Result) for each frame `source` hands out until it ends or `stop` is set.
+
+    on_stats gets the timings of every STATS_WINDOW_FRAMES frames.
+    """
     recent_scores = deque(maxlen=options.smooth)
     window = StageTimes()
-    output = _FrameOutput(options, source.fps or LIVE_SAVE_FPS)
-    frames = source.frames()
+    dropped_before_window = 0
+    frames = source.frames(stop)
     previous_capture = None
     try:
         for index in itertools.count():
@@ -193,63 +220,70 @@ def classify_stream(model: Model, source: VideoSource, options: ClassifyOptions,
             frame = next(frames, None)
             if frame is None:
                 break
-            captured_at, captured = time.time(), time.perf_counter()
-            label, top, preprocess, inference = classify_frame(model, frame, options.top_k, options.threshold, recent_scores)
-            result = Result(source.name, index, captured_at, label, top, (time.perf_counter() - captured) * 1000)
-            # Saved before the result is handed out: a caller that stops here still gets this frame written.
-            keep_going = output.show(frame, label, top, window if window.frames else summary.stream)
+            captured = time.perf_counter()
+            label, top, preprocess, inference = classify_frame(model, frame.pixels, options.top_k, options.threshold,
+                                                               recent_scores)
+            age = time.monotonic() - frame.captured
+            result = Result(source.name, index, frame.time, label, top, (time.perf_counter() - captured) * 1000, age * 1000)
             # Frame rate from capture to capture: it counts everything, the caller's printing too.
             interval = captured - (previous_capture if previous_capture is not None else cycle_start)
             previous_capture = captured
             for stats in (window, summary.stream):
-                stats.add(interval, captured - cycle_start, preprocess, inference)
+                stats.add(interval, captured - cycle_start, preprocess, inference, age)
             if window.frames == STATS_WINDOW_FRAMES:
+                window.dropped = source.dropped - dropped_before_window
+                dropped_before_window = source.dropped
                 on_stats(window)
                 window = StageTimes()
-            yield result
-            if not keep_going:
-                break
+            yield frame.pixels, result
     finally:
         frames.close()
-        output.close()
+        summary.stream.dropped, summary.outages, summary.source_lost = source.dropped, source.outages, source.lost
+
+
+def annotate(frame: np.ndarray, result: Result) -> np.ndarray:
+    """A copy of the BGR `frame` with the result drawn on it: label and score, then the frame's age."""
+    import cv2
+
+    label, top = result.label, result.top_k
+    lines = [f"{label} {top[0][1]:.2f}" if label != UNKNOWN_LABEL else f"{label} ({top[0][0]} {top[0][1]:.2f})",
+             f"frame {result.frame}, {result.frame_age_ms:.0f} ms old"]
+    annotated = frame.copy()
+    for number, text in enumerate(lines, start=1):
+        origin = (8, number * TEXT_LINE_HEIGHT)
+        font = cv2.FONT_HERSHEY_SIMPLEX
+        cv2.putText(annotated, text, origin, font, TEXT_SCALE, TEXT_OUTLINE, 3, cv2.LINE_AA)
+        cv2.putText(annotated, text, origin, font, TEXT_SCALE, TEXT_COLOR, 1, cv2.LINE_AA)
+    return annotated
 
 
 class _FrameOutput:
-    """--save and --display: frames annotated with the label and frame rate."""
+    """--save and --display: a frame consumer writing and showing annotated frames."""
 
-    def __init__(self, options: ClassifyOptions, fps: float):
-        self.save, self.display, self.fps = options.save, options.display, fps
+    def __init__(self, options: ClassifyOptions, fps: float, stop: threading.Event):
+        self.save, self.display, self.fps, self.stop = options.save, options.display, fps, stop
         self.writer = None
-        if self.save or self.display:
-            try:
-                import cv2
-            except ImportError:  # picamera2 frames need no OpenCV; drawing and writing them do
-                raise UserError("--save and --display need OpenCV: pip install 'retrain-edge[camera]'") from None
-            self.cv2 = cv2
+        try:
+            import cv2
+        except ImportError:  # picamera2 frames need no OpenCV; drawing and writing them do
+            raise UserError("--save and --display need OpenCV: pip install 'retrain-edge[camera]'") from None
+        self.cv2 = cv2
 
-    def show(self, frame: np.ndarray, label: str, top: list[tuple[str, float]], stats: StageTimes) -> bool:
-        """Annotate, write and display `frame`; False when the user closed the window."""
-        if not (self.save or self.display):
-            return True
-        lines = [f"{label} {top[0][1]:.2f}" if label != UNKNOWN_LABEL else f"{label} ({top[0][0]} {top[0][1]:.2f})",
-                 f"{stats.fps:.1f} fps"]
-        for number, text in enumerate(lines, start=1):
-            origin = (8, number * TEXT_LINE_HEIGHT)
-            font = self.cv2.FONT_HERSHEY_SIMPLEX
-            self.cv2.putText(frame, text, origin, font, TEXT_SCALE, TEXT_OUTLINE, 3, self.cv2.LINE_AA)
-            self.cv2.putText(frame, text, origin, font, TEXT_SCALE, TEXT_COLOR, 1, self.cv2.LINE_AA)
+    def add(self, frame: np.ndarray, result: Result) -> None:
+        """Annotate, write and display `frame`; closing the window (q, Esc) stops the run."""
+        annotated = annotate(frame, result)
         if self.save:
             if self.writer is None:
                 self.writer = self._open_writer(frame.shape[1], frame.shape[0])
-            self.writer.write(frame)
+            self.writer.write(annotated)
         if self.display:
             try:
-                self.cv2.imshow(WINDOW_TITLE, frame)
+                self.cv2.imshow(WINDOW_TITLE, annotated)
             except self.cv2.error:
                 raise UserError("--display needs OpenCV with window support (pip install opencv-python, "
                                 "not -headless); use --save out.mp4 instead") from None
-            return (self.cv2.waitKey(1) & 0xFF) not in QUIT_KEYS
-        return True
+            if (self.cv2.waitKey(1) & 0xFF) in QUIT_KEYS:
+                self.stop.set()
 
     def _open_writer(self, width: int, height: int):
         fourcc = self.cv2.VideoWriter_fourcc(*("mp4v" if self.save.suffix.lower() in (".mp4", ".m4v", ".mov") else "MJPG"))
@@ -274,46 +308,113 @@ def _check_options(options: ClassifyOptions) -> None:
         raise UserError("--max_frames must be at least 1")
     if options.smooth < 1:
         raise UserError("--smooth must be at least 1")
-    if (options.save or options.display) and options.camera is None:
-        raise UserError("--save and --display work with --camera (a camera, video file or stream)")
+    if (options.save or options.display or options.serve) and options.camera is None:
+        raise UserError("--save, --display and --serve work with --camera (a camera, video file or stream)")
+    if options.max_reconnects is not None and options.max_reconnects < 0:
+        raise UserError("--max_reconnects must be 0 or more")
+    if options.emit not in EMIT_CHOICES:
+        raise UserError(f"--emit must be one of {', '.join(EMIT_CHOICES)}, not {options.emit}")
     if options.display and sys.platform.startswith("linux") and not (
             os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         raise UserError("--display needs a screen and none is set (no DISPLAY); use --save out.mp4 on a headless device")
 
 
-def run(options: ClassifyOptions, on_result: Callable[[Result], None],
-        on_stats: Callable[[StageTimes], None] = lambda stats: None) -> Summary:
-    """Classify options.inputs, then options.camera; hand each Result to on_result.
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event, summary: Summary) -> Iterator[None]:
+    """SIGINT and SIGTERM set `stop`: the run ends after the current frame, its outputs complete.
 
-    Ctrl-C ends the run cleanly: the summary says it was interrupted, a --save video is complete.
+    A second signal acts at once (the handlers in place before are restored by the first).
+    Signal handlers can only be set from the main thread; elsewhere signals keep their handlers.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+
+    def request_stop(signum: int, _frame) -> None:
+        summary.interrupted, summary.terminated = signum == signal.SIGINT, signum == signal.SIGTERM
+        stop.set()
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+    for number in (signal.SIGINT, signal.SIGTERM):
+        previous[number] = signal.signal(number, request_stop)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def run(options: ClassifyOptions, on_result: Callable[[Result], None],
+        on_stats: Callable[[StageTimes], None] = lambda stats: None,
+        on_serving: Callable[[str], None] = lambda url: None) -> Summary:
+    """Classify options.inputs, then options.camera; hand each Result to on_result (all, or changes).
+
+    SIGTERM, SIGINT (Ctrl-C) or KeyboardInterrupt end the run cleanly after the current frame: the
+    summary says how it ended, a --save video is complete. on_serving gets the --serve URL.
     """
     _check_options(options)
-    model = load_model(options.model, options.labels, options.num_threads, options.input_mean, options.input_std)
+    if options.serve:
+        from .serve import parse_address
+
+        parse_address(options.serve)  # a bad address is an error before the model is loaded
+    model = load_model(options.model, options.labels, options.num_threads, options.input_mean, options.input_std,
+                       options.delegate)
     started = time.perf_counter()
     summary = Summary()
+    stop = threading.Event()
     results_left = options.max_frames
+    previous_label = None
+
+    def report(result: Result) -> bool:
+        """Hand out `result` as --emit says; False when the run has classified --max_frames."""
+        nonlocal results_left, previous_label
+        if options.emit == "all" or result.label != previous_label:
+            on_result(result)
+        previous_label = result.label
+        if results_left is not None:
+            results_left -= 1
+        return results_left != 0
+
     try:
-        source = open_camera(options.camera) if options.camera is not None else None
         with contextlib.ExitStack() as stack:
-            streams = []
+            source = (stack.enter_context(open_camera(options.camera, options.max_reconnects))
+                      if options.camera is not None else None)
+            stack.enter_context(_stop_on_signals(stop, summary))
             if options.inputs:
-                streams.append(classify_files(model, list(options.inputs), options, summary))
-            if source is not None:
-                stack.enter_context(source)
-                streams.append(classify_stream(model, source, options, summary, on_stats))
-            for stream in streams:
-                with contextlib.closing(stream):
-                    for result in stream:
-                        on_result(result)
-                        if results_left is not None:
-                            results_left -= 1
-                            if results_left == 0:
-                                break
-                if results_left == 0:
-                    break
+                with contextlib.closing(classify_files(model, list(options.inputs), options, summary, stop)) as results:
+                    for result in results:
+                        if not report(result):
+                            break
+            if source is not None and results_left != 0 and not stop.is_set():
+                consumers = [stack.enter_context(contextlib.closing(consumer))
+                             for consumer in _frame_consumers(options, source, stop, on_serving)]
+                with contextlib.closing(classify_stream(model, source, options, summary, stop, on_stats)) as results:
+                    for frame, result in results:
+                        # Consumers first: a caller that stops at this result still gets this frame saved.
+                        for consumer in consumers:
+                            consumer.add(frame, result)
+                        if not report(result):
+                            break
     except KeyboardInterrupt:
         summary.interrupted = True
     summary.seconds = time.perf_counter() - started
-    if not options.camera and summary.images == 0 and not summary.interrupted:
+    if not options.camera and summary.images == 0 and not (summary.interrupted or summary.terminated):
         raise UserError("no readable images found in " + ", ".join(str(path) for path in options.inputs))
     return summary
+
+
+def _frame_consumers(options: ClassifyOptions, source: VideoSource, stop: threading.Event,
+                     on_serving: Callable[[str], None]) -> list:
+    """The consumers of (frame, result) pairs the options ask for, each with add(frame, result) and close()."""
+    consumers = []
+    if options.save or options.display:
+        consumers.append(_FrameOutput(options, source.fps or LIVE_SAVE_FPS, stop))
+    if options.serve:
+        from .serve import LiveView, parse_address
+
+        view = LiveView(*parse_address(options.serve))
+        on_serving(view.url)
+        consumers.append(view)
+    return consumers

@@ -11,9 +11,12 @@ from typing import Optional
 import typer
 
 from . import UserError
-from .classify import UNKNOWN_LABEL, ClassifyOptions, Result, StageTimes, run
+from .classify import EMIT_CHOICES, UNKNOWN_LABEL, ClassifyOptions, Result, StageTimes, run
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+EXIT_CAMERA_LOST = 1  # a live source could not be reopened: a service manager restarts the run
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports a process ended by SIGINT
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -62,14 +65,31 @@ def classify(
     smooth: int = typer.Option(1, "--smooth", help="Average scores over the last N camera frames."),
     save: Optional[Path] = typer.Option(None, "--save", help="Write annotated camera frames to this video (.mp4, .avi)."),
     display: bool = typer.Option(False, "--display", help="Show annotated camera frames in a window (q quits)."),
+    serve: Optional[str] = typer.Option(None, "--serve", metavar="[HOST:]PORT", help=(
+        "Serve a read-only live view: / (page), /stream.mjpg, /latest.json. HOST defaults to 127.0.0.1; "
+        "any other address is reachable by others without a password.")),
+    max_reconnects: Optional[int] = typer.Option(None, "--max_reconnects", "--max-reconnects", help=(
+        "Give up a lost camera or stream after this many failed attempts in a row to reopen it "
+        "(waits 0.5 s, doubling to 30 s) and exit 1 (default: never give up).")),
+    emit: str = typer.Option("all", "--emit", metavar="|".join(EMIT_CHOICES), help=(
+        "all: print every result; changes: only the first and those whose (smoothed, thresholded) label differs "
+        "from the previous one.")),
+    delegate: Optional[Path] = typer.Option(None, "--delegate", help=(
+        "External TFLite delegate library, e.g. libedgetpu.so.1 for a Coral Edge TPU (with a model compiled for it).")),
     json_lines: bool = typer.Option(False, "--json", help="One JSON object per line instead of text."),
 ) -> None:
-    """Classify images, a camera or a video with a TFLite image classifier (no TensorFlow needed)."""
+    """Classify images, a camera or a video with a TFLite image classifier (no TensorFlow needed).
+
+    A camera or stream is read on its own thread that keeps only the newest frame, and is reopened
+    when lost. SIGTERM and Ctrl-C stop after the current frame, with the --save video complete:
+    exit code 0 for SIGTERM, 130 for Ctrl-C.
+    """
     setup_logging()
     options = ClassifyOptions(
         inputs=list(inputs or []), camera=camera, model=model, labels=labels, num_threads=num_threads,
         input_mean=input_mean, input_std=input_std, top_k=top_k, threshold=threshold, max_frames=max_frames,
-        smooth=smooth, save=save, display=display)
+        smooth=smooth, save=save, display=display, max_reconnects=max_reconnects, serve=serve, emit=emit,
+        delegate=delegate)
 
     def on_result(result: Result) -> None:
         print(json.dumps(result.to_json()) if json_lines else _format_result(result, camera), flush=True)
@@ -77,12 +97,19 @@ def classify(
     def on_stats(stats: StageTimes) -> None:
         print(str(stats), file=sys.stderr, flush=True)
 
+    def on_serving(url: str) -> None:
+        print(f"live view at {url}", file=sys.stderr, flush=True)
+
     try:
-        summary = run(options, on_result, on_stats)
+        summary = run(options, on_result, on_stats, on_serving)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         raise typer.Exit(2) from None
     print(str(summary), file=sys.stderr)
+    if summary.interrupted:
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if summary.source_lost and not summary.terminated:
+        raise typer.Exit(EXIT_CAMERA_LOST)
 
 
 def main() -> None:

@@ -1,12 +1,14 @@
 """Decoding and resizing: the one preprocessing path shared by the trainer and the device.
 
 The trainer computes bottlenecks from exactly the pixels the device will feed its model, so a
-model never sees at run time an input it was not trained on. Both sides call `load_rgb` (files)
-or `resize_rgb` (camera frames); neither imports TensorFlow.
+model never sees at run time an input it was not trained on. Both sides call `load_rgb` (files,
+or a file's bytes as a Beam pipeline reads them) or `resize_rgb` (camera frames); neither imports
+TensorFlow.
 """
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -25,18 +27,21 @@ class ImageError(ValueError):
     """A file that is not a decodable, sane image."""
 
 
-def open_rgb(path: str | Path, draft_size: tuple[int, int] | None = None) -> Image.Image:
-    """Decode a file fully into an RGB PIL image, or raise ImageError.
+def open_rgb(path: str | Path | bytes, draft_size: tuple[int, int] | None = None) -> Image.Image:
+    """Decode a file (a path, or the file's bytes) fully into an RGB PIL image, or raise ImageError.
 
     draft_size (width, height) lets the JPEG decoder scale by 1/2, 1/4 or 1/8 while decoding
     (never below draft_size), which makes decoding a 12 MP photo for a 224 px model ~10x faster.
     """
-    path = Path(path)
+    if isinstance(path, bytes):
+        source, path = io.BytesIO(path), f"{len(path)} bytes"  # error messages name the data by its length
+    else:
+        source = path = Path(path)
     try:
         with warnings.catch_warnings():
             # Pillow only warns between its limit and twice it: refuse those too, before decoding.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(source) as image:
                 if image.width * image.height > MAX_IMAGE_PIXELS:
                     raise ImageError(f"{path}: {image.width}x{image.height} pixels is too large to be an image")
                 if draft_size is not None:
@@ -61,7 +66,7 @@ def resize_rgb(image: Image.Image | np.ndarray, size: tuple[int, int]) -> np.nda
     return np.asarray(image, dtype=np.uint8)
 
 
-def load_rgb(path: str | Path, size: tuple[int, int]) -> np.ndarray:
-    """Decode `path` and resize it to size=(height, width): uint8 (height, width, 3)."""
+def load_rgb(path: str | Path | bytes, size: tuple[int, int]) -> np.ndarray:
+    """Decode `path` (or a file's bytes) and resize it to size=(height, width): uint8 (height, width, 3)."""
     height, width = size
     return resize_rgb(open_rgb(path, draft_size=(width, height)), size)

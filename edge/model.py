@@ -1,21 +1,24 @@
 """Loading a TFLite image classifier and running one image through it, without TensorFlow.
 
 Any standard classifier works, not only ours: the input size, dtype and quantisation come from
-the model itself; labels and the float normalisation come from metadata inside the model (a
-`retrain_edge` JSON entry written by `retrain-edge convert`, see `read_metadata`), else from
-files beside it, else from defaults.
+the model itself; labels and the float normalisation come from the standard TFLite Model
+Metadata inside the model (see `read_metadata`), else from labels.txt beside it, else from
+defaults.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import mmap
 import os
 import struct
+import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -24,7 +27,7 @@ from . import UserError
 logger = logging.getLogger(__name__)
 
 TFLITE_MAGIC = b"TFL3"  # flatbuffer file identifier, at bytes 4..8 of every .tflite file
-METADATA_NAME = "retrain_edge"  # Model.metadata entry holding our JSON (labels, normalisation)
+METADATA_NAME = "retrain_edge"  # Model.metadata entry holding our provenance JSON (see trainer/metadata.py)
 # Where `edge-classify` looks when --model is not given, relative to the working folder: the
 # output of `retrain-edge train` + `convert` first, then a model copied onto a device by hand.
 DEFAULT_MODEL_PATHS = (Path("retrain_output") / "model.tflite", Path("model.tflite"))
@@ -35,11 +38,29 @@ DEFAULT_INPUT_STD = 127.5
 # units is fed the raw pixels: the hosted uint8 models (scale 1/128, zero point 128) are meant
 # to be used that way, and their scale is only a rounded stand-in for 1/127.5.
 RAW_PIXEL_TOLERANCE = 1
+DELEGATE_ENTRY_POINT = "tflite_plugin_create_delegate"  # what every external delegate library exports
+EDGETPU_CUSTOM_OP = "edgetpu-custom-op"  # the op edgetpu_compiler puts in a model; only libedgetpu runs it
+_CHANNELS = np.arange(3)  # indexes a per-channel pixel table along its second axis
 
 # TFLite schema field numbers (tensorflow/compiler/mlir/lite/schema/schema.fbs).
 _MODEL_BUFFERS, _MODEL_METADATA = 4, 6
 _BUFFER_DATA, _BUFFER_OFFSET, _BUFFER_SIZE = 0, 1, 2
 _METADATA_NAME, _METADATA_BUFFER = 0, 1
+
+# Standard TFLite Model Metadata (metadata_schema.fbs, as MediaPipe ships it): the Model.metadata
+# entry, its flatbuffer's identifier, the enum values used, and the field numbers read here.
+STANDARD_METADATA_NAME = "TFLITE_METADATA"
+STANDARD_METADATA_IDENTIFIER = b"M001"
+CONTENT_FEATURE, CONTENT_IMAGE = 1, 2  # ContentProperties union types
+COLOR_SPACE_RGB = 1
+PROCESS_UNIT_NORMALIZATION = 1  # ProcessUnitOptions union type
+ASSOCIATED_FILE_TYPE_LABELS = 2  # TENSOR_AXIS_LABELS
+_MODEL_METADATA_SUBGRAPHS = 3
+_SUBGRAPH_INPUTS, _SUBGRAPH_OUTPUTS = 2, 3
+_TENSOR_PROCESS_UNITS, _TENSOR_ASSOCIATED_FILES = 4, 6
+_PROCESS_UNIT_OPTIONS_TYPE, _PROCESS_UNIT_OPTIONS = 0, 1
+_NORMALIZATION_MEAN, _NORMALIZATION_STD = 0, 1
+_FILE_NAME, _FILE_TYPE = 0, 2
 
 
 def interpreter_class() -> type:
@@ -58,13 +79,17 @@ def interpreter_class() -> type:
 
 
 class _FlatTable:
-    """Just enough of a flatbuffer reader to walk Model.metadata and Model.buffers."""
+    """Just enough of a flatbuffer reader to walk a .tflite Model and its ModelMetadata."""
 
     def __init__(self, data: bytes | mmap.mmap, position: int):
         self.data, self.position = data, position
         vtable = position - struct.unpack_from("<i", data, position)[0]
         self.vtable_size = struct.unpack_from("<H", data, vtable)[0]
         self.vtable = vtable
+
+    @classmethod
+    def root(cls, data: bytes | mmap.mmap) -> _FlatTable:
+        return cls(data, struct.unpack_from("<I", data, 0)[0])
 
     def _field(self, field: int) -> int | None:
         entry = 4 + 2 * field
@@ -82,11 +107,23 @@ class _FlatTable:
         return None if position is None else position + struct.unpack_from("<I", self.data, position)[0]
 
     def byte_vector(self, field: int) -> bytes | None:
+        """A [ubyte] vector or a string (without its terminating zero)."""
         target = self._target(field)
         if target is None:
             return None
         length = struct.unpack_from("<I", self.data, target)[0]
         return bytes(self.data[target + 4 : target + 4 + length])
+
+    def float_vector(self, field: int) -> list[float]:
+        target = self._target(field)
+        if target is None:
+            return []
+        length = struct.unpack_from("<I", self.data, target)[0]
+        return list(struct.unpack_from(f"<{length}f", self.data, target + 4))
+
+    def table(self, field: int) -> _FlatTable | None:
+        target = self._target(field)
+        return None if target is None else _FlatTable(self.data, target)
 
     def tables(self, field: int) -> list[_FlatTable]:
         target = self._target(field)
@@ -98,39 +135,78 @@ class _FlatTable:
 
 
 def read_metadata(path: str | Path) -> dict:
-    """The `retrain_edge` JSON metadata inside a .tflite file, or {} when it has none.
+    """What a .tflite file's metadata says, or {} when it has none; never raises for bad metadata.
 
-    Keys the runtime uses (all optional): "labels" (list[str], in output order), "input_mean",
-    "input_std". A model with standard TFLite metadata but no `retrain_edge` entry yields the
-    labels of its associated label file (the zip appended to the flatbuffer), when it has one.
+    From the standard TFLite Model Metadata (any writer: ours, Model Maker's, MediaPipe's):
+    "labels" (list[str], in output order: the output's TENSOR_AXIS_LABELS file from the zip
+    appended to the model), "input_mean" and "input_std" (list[float], one value or one per
+    channel: the input's NormalizationOptions). "retrain_edge": our own entry, provenance only
+    ("format_version", "architecture", "input_size", "quantization").
     """
     with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
         try:
-            model = _FlatTable(data, struct.unpack_from("<I", data, 0)[0])
-            for entry in model.tables(_MODEL_METADATA):
-                if entry.byte_vector(_METADATA_NAME) != METADATA_NAME.encode():
-                    continue
-                buffer = model.tables(_MODEL_BUFFERS)[entry.scalar(_METADATA_BUFFER, "<I")]
-                content = buffer.byte_vector(_BUFFER_DATA)
-                if not content:  # models over 2 GB keep buffers after the flatbuffer
-                    offset, size = buffer.scalar(_BUFFER_OFFSET, "<Q"), buffer.scalar(_BUFFER_SIZE, "<Q")
-                    content = bytes(data[offset : offset + size])
-                return json.loads(content.rstrip(b"\0").decode("utf-8"))
-        except (struct.error, IndexError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            logger.warning(f"{path}: ignoring unreadable {METADATA_NAME} metadata ({error})")
+            entries = _metadata_entries(data)
+            metadata, label_file = {}, None
+            if METADATA_NAME in entries:
+                metadata[METADATA_NAME] = json.loads(entries[METADATA_NAME].rstrip(b"\0").decode("utf-8"))
+            if STANDARD_METADATA_NAME in entries:
+                standard, label_file = _standard_metadata(entries[STANDARD_METADATA_NAME])
+                metadata.update(standard)
+        except (struct.error, IndexError, UnicodeDecodeError, ValueError) as error:
+            logger.warning(f"{path}: ignoring its unreadable metadata ({type(error).__name__}: {error})")
             return {}
-    return _associated_labels(path)
+        if label_file is not None:
+            try:
+                metadata["labels"] = _associated_labels(file, label_file)
+            except (KeyError, zipfile.BadZipFile, UnicodeDecodeError):
+                logger.warning(f"{path}: its metadata names the label file {label_file}, which the model "
+                               f"does not hold; looking for labels elsewhere")
+    return metadata
 
 
-def _associated_labels(path: str | Path) -> dict:
-    """Labels from the first .txt file in the zip that standard TFLite metadata appends, if any."""
-    if not zipfile.is_zipfile(path):
-        return {}
-    with zipfile.ZipFile(path) as archive:
-        names = [name for name in archive.namelist() if name.endswith(".txt")]
-        if not names:
-            return {}
-        return {"labels": parse_labels(archive.read(names[0]).decode("utf-8"))}
+def _metadata_entries(data: mmap.mmap) -> dict[str, bytes]:
+    """Model.metadata name -> the content of its buffer."""
+    model = _FlatTable.root(data)
+    entries = {}
+    for entry in model.tables(_MODEL_METADATA):
+        buffer = model.tables(_MODEL_BUFFERS)[entry.scalar(_METADATA_BUFFER, "<I")]
+        content = buffer.byte_vector(_BUFFER_DATA)
+        if not content:  # models over 2 GB keep buffers after the flatbuffer
+            offset, size = buffer.scalar(_BUFFER_OFFSET, "<Q"), buffer.scalar(_BUFFER_SIZE, "<Q")
+            content = bytes(data[offset : offset + size])
+        entries[(entry.byte_vector(_METADATA_NAME) or b"").decode("utf-8")] = content
+    return entries
+
+
+def _standard_metadata(content: bytes) -> tuple[dict, str | None]:
+    """A ModelMetadata flatbuffer -> ({"input_mean", "input_std"} when given, name of the label file)."""
+    if content[4:8] != STANDARD_METADATA_IDENTIFIER:
+        raise ValueError(f"{STANDARD_METADATA_NAME} is not a {STANDARD_METADATA_IDENTIFIER.decode()} flatbuffer")
+    subgraphs = _FlatTable.root(content).tables(_MODEL_METADATA_SUBGRAPHS)
+    if not subgraphs:
+        return {}, None
+    normalisation, label_file = {}, None
+    for tensor in subgraphs[0].tables(_SUBGRAPH_INPUTS)[:1]:
+        for unit in tensor.tables(_TENSOR_PROCESS_UNITS):
+            options = unit.table(_PROCESS_UNIT_OPTIONS)
+            if unit.scalar(_PROCESS_UNIT_OPTIONS_TYPE, "<B") == PROCESS_UNIT_NORMALIZATION and options is not None:
+                normalisation = {"input_mean": options.float_vector(_NORMALIZATION_MEAN),
+                                 "input_std": options.float_vector(_NORMALIZATION_STD)}
+                break
+    for tensor in subgraphs[0].tables(_SUBGRAPH_OUTPUTS)[:1]:
+        names = [file.byte_vector(_FILE_NAME) for file in tensor.tables(_TENSOR_ASSOCIATED_FILES)
+                 if file.scalar(_FILE_TYPE, "<b") == ASSOCIATED_FILE_TYPE_LABELS]
+        label_file = names[0].decode("utf-8") if names and names[0] else None
+    return normalisation, label_file
+
+
+def _associated_labels(model_file: BinaryIO, name: str) -> list[str]:
+    """The labels in file `name` of the zip that standard metadata appends to the model.
+
+    Raises KeyError when the metadata names a file the zip does not hold.
+    """
+    with zipfile.ZipFile(model_file) as archive:
+        return parse_labels(archive.read(name).decode("utf-8"))
 
 
 def parse_labels(text: str) -> list[str]:
@@ -176,9 +252,9 @@ class Model:
     input_size: tuple[int, int]  # (height, width)
     input_dtype: type
     labels: list[str]
-    input_mean: float
-    input_std: float
-    pixel_table: np.ndarray | None  # uint8 pixel -> quantized input, (256,); None: raw pixels or float
+    input_mean: float | tuple[float, float, float]  # one value for all channels, or R, G, B
+    input_std: float | tuple[float, float, float]
+    pixel_table: np.ndarray | None  # uint8 pixel -> quantized input, (256,) or (256, 3) per channel; None: raw pixels or float
     output_scale: float  # 0.0 for float outputs
     output_zero_point: int
 
@@ -188,6 +264,8 @@ class Model:
             tensor = (pixels.astype(np.float32) - np.float32(self.input_mean)) / np.float32(self.input_std)
         elif self.pixel_table is None:
             tensor = pixels
+        elif self.pixel_table.ndim == 2:
+            tensor = self.pixel_table[pixels, _CHANNELS]
         else:
             tensor = self.pixel_table[pixels]
         return tensor[np.newaxis]
@@ -206,14 +284,17 @@ class Model:
         return self.infer(self.preprocess(pixels))
 
 
-def quantization_table(dtype: type, scale: float, zero_point: int, mean: float, std: float) -> np.ndarray | None:
+def quantization_table(dtype: type, scale: float, zero_point: int, mean: float | tuple, std: float | tuple) -> np.ndarray | None:
     """Map each uint8 pixel to the quantized input: q = round((pixel - mean) / std / scale + zero_point).
 
-    Returns a (256,) table of `dtype`, or None when the table is the identity within
-    RAW_PIXEL_TOLERANCE for a uint8 input, i.e. the model takes the raw pixels.
+    Returns a table of `dtype`, (256,) or (256, 3) for per-channel mean and std, or None when
+    the table is the identity within RAW_PIXEL_TOLERANCE for a uint8 input, i.e. the model
+    takes the raw pixels.
     """
     info = np.iinfo(dtype)
     pixels = np.arange(256, dtype=np.float64)
+    if np.ndim(mean) or np.ndim(std):
+        pixels = pixels[:, np.newaxis]
     quantized = np.clip(np.round((pixels - mean) / std / scale + zero_point), info.min, info.max)
     if dtype == np.uint8 and np.abs(quantized - pixels).max() <= RAW_PIXEL_TOLERANCE:
         return None
@@ -222,19 +303,27 @@ def quantization_table(dtype: type, scale: float, zero_point: int, mean: float, 
 
 def load_model(model_path: str | Path | None = None, labels_path: str | Path | None = None,
                num_threads: int | None = None, input_mean: float | None = None,
-               input_std: float | None = None) -> Model:
+               input_std: float | None = None, delegate_path: str | Path | None = None) -> Model:
     """Load a .tflite classifier (see find_model for the default path) with its labels.
 
     Labels: `labels_path`, else the model's metadata, else labels.txt beside the model, else the
     class indices (with a warning). input_mean/input_std: the arguments, else the metadata, else 127.5.
+    delegate_path: an external delegate library (e.g. libedgetpu.so.1) the interpreter hands ops to.
     """
     path = find_model(model_path)
     metadata = read_metadata(path)
     interpreter_type = interpreter_class()
+    delegates = [] if delegate_path is None else [_load_delegate(interpreter_type, delegate_path)]
     try:
-        interpreter = interpreter_type(model_path=str(path), num_threads=num_threads or os.cpu_count())
+        interpreter = interpreter_type(model_path=str(path), num_threads=num_threads or os.cpu_count(),
+                                       experimental_delegates=delegates)
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as error:
+        if delegate_path is not None:
+            raise UserError(f"{path} could not be loaded with the delegate {delegate_path}; was the model compiled "
+                            f"for it? ({' '.join(str(error).split())})") from None
+        if EDGETPU_CUSTOM_OP in str(error):
+            raise UserError(f"{path} was compiled for a Coral Edge TPU: pass --delegate libedgetpu.so.1") from None
         raise UserError(f"{path} could not be loaded as a TFLite model ({str(error).strip()})") from None
 
     input_detail = interpreter.get_input_details()[0]
@@ -248,10 +337,10 @@ def load_model(model_path: str | Path | None = None, labels_path: str | Path | N
     num_outputs = int(np.prod(output_detail["shape"]))
 
     labels = _labels(path, labels_path, metadata, num_outputs)
-    mean = float(input_mean if input_mean is not None else metadata.get("input_mean", DEFAULT_INPUT_MEAN))
-    std = float(input_std if input_std is not None else metadata.get("input_std", DEFAULT_INPUT_STD))
-    if std == 0:
-        raise UserError("--input_std must not be 0")
+    mean = _normalisation(path, "mean", input_mean, metadata.get("input_mean"), DEFAULT_INPUT_MEAN)
+    std = _normalisation(path, "std", input_std, metadata.get("input_std"), DEFAULT_INPUT_STD)
+    if 0 in np.atleast_1d(std):
+        raise UserError("--input_std must not be 0" if input_std is not None else f"{path}'s metadata gives a std of 0")
     pixel_table = None
     if input_dtype != np.float32:
         scale, zero_point = input_detail["quantization"]
@@ -263,6 +352,40 @@ def load_model(model_path: str | Path | None = None, labels_path: str | Path | N
                  pixel_table=pixel_table,
                  output_scale=float(output_scale) if output_detail["dtype"] != np.float32 else 0.0,
                  output_zero_point=int(output_zero_point))
+
+
+def _load_delegate(interpreter_type: type, delegate_path: str | Path) -> object:
+    """The interpreter library's own load_delegate(delegate_path), failures told as one UserError line.
+
+    The library is opened first to check it is a delegate: LiteRT's loader, given any other shared
+    library, fails with a traceback printed from its destructor.
+    """
+    hint = "for a Coral Edge TPU install libedgetpu (https://coral.ai/software) and pass --delegate libedgetpu.so.1"
+    try:
+        library = ctypes.CDLL(str(delegate_path))
+    except OSError as error:
+        raise UserError(f"cannot load the delegate {delegate_path} ({error}); {hint}") from None
+    if not hasattr(library, DELEGATE_ENTRY_POINT):
+        raise UserError(f"{delegate_path} is not a TFLite delegate (it has no {DELEGATE_ENTRY_POINT}); {hint}")
+    try:
+        return sys.modules[interpreter_type.__module__].load_delegate(str(delegate_path))
+    except (ValueError, RuntimeError) as error:
+        raise UserError(f"cannot load the delegate {delegate_path} ({' '.join(str(error).split())})") from None
+
+
+def _normalisation(model_path: Path, name: str, argument: float | None, from_metadata: list[float] | None,
+                   default: float) -> float | tuple[float, float, float]:
+    """The argument, else the metadata's value (one, or one per channel), else the default."""
+    if argument is not None:
+        return float(argument)
+    if not from_metadata:
+        return default
+    if len(set(from_metadata)) == 1:
+        return float(from_metadata[0])
+    if len(from_metadata) != 3:
+        raise UserError(f"{model_path}'s metadata gives {len(from_metadata)} normalisation {name} values "
+                        f"for a 3-channel input; pass --input_mean and --input_std")
+    return tuple(float(value) for value in from_metadata)
 
 
 def _labels(model_path: Path, labels_path: str | Path | None, metadata: dict, num_outputs: int) -> list[str]:

@@ -2,13 +2,20 @@
 
 OpenCV and picamera2 are imported only when a stream is opened, so classifying files on a device
 needs neither. Stream frames are BGR uint8 (height, width, 3), OpenCV's order, whatever the source.
+
+A video file is data: every frame, in order. A live source (camera index, stream URL, picamera)
+is read on its own thread that keeps only the newest frame, so a model slower than the camera
+always classifies what the camera sees now; a live source that stops delivering is reopened.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +28,12 @@ logger = logging.getLogger(__name__)
 PICAMERA = "picamera"  # --camera value for the Raspberry Pi camera through picamera2
 PICAMERA_SIZE = (640, 480)  # (width, height) px captured from picamera2; models take far less
 CAMERA_INSTALL_HINT = "pip install 'retrain-edge[camera]' (OpenCV)"
+# A stream that sends nothing for this long is lost (OpenCV's FFmpeg default is 30 s per read).
+STREAM_TIMEOUT_S = 5.0
+RECONNECT_FIRST_DELAY_S = 0.5  # wait before the first attempt to reopen a lost live source
+RECONNECT_MAX_DELAY_S = 30.0  # the wait doubles after each failed attempt, up to this
+OPENCV_QUIET_ENVIRONMENT = {"OPENCV_LOG_LEVEL": "ERROR", "OPENCV_FFMPEG_DEBUG": "1", "OPENCV_FFMPEG_LOGLEVEL": "-8"}
+STOP_POLL_S = 0.2  # how often a wait for the next live frame checks for a stop request
 
 
 def image_files(paths: list[str | Path]) -> Iterator[Path]:
@@ -40,53 +53,185 @@ def image_files(paths: list[str | Path]) -> Iterator[Path]:
             logger.warning(f"{path}: no such file or folder")
 
 
+@dataclass
+class Frame:
+    """One frame of a stream and when it was captured."""
+
+    pixels: np.ndarray  # BGR uint8 (height, width, 3)
+    time: float  # seconds since the epoch at capture
+    captured: float  # time.monotonic() at capture: its age, immune to clock changes
+
+
+ReadFrame = Callable[[], "np.ndarray | None"]  # the next BGR frame, None when the device delivers none
+Device = tuple[ReadFrame, Callable[[], None]]  # (read_frame, release) of one opened camera or stream
+
+
 class VideoSource:
-    """Frames from an OpenCV capture (camera index, video file or stream URL) or from picamera2."""
+    """A video file: every frame, in order, none dropped, until its end."""
 
-    def __init__(self, name: str, read_frame, release, fps: float | None):
-        self.name = name  # as the user gave it: "0", "clip.mp4", "rtsp://...", "picamera"
-        self._read_frame = read_frame
-        self._release = release
-        self.fps = fps  # frames per second the source announces, None when unknown (live cameras)
+    def __init__(self, name: str, device: Device, fps: float | None):
+        self.name = name  # as the user gave it
+        self._read_frame, self._release = device
+        self.fps = fps  # frames per second the file announces, None when unknown
+        self.outages = 0  # losses the source came back from
+        self.lost = False  # True when a lost source could not be reopened
 
-    def frames(self) -> Iterator[np.ndarray]:
-        """BGR uint8 (height, width, 3) frames until the source ends."""
-        while (frame := self._read_frame()) is not None:
-            yield frame
+    @property
+    def dropped(self) -> int:
+        """Frames captured but never handed out: none from a file."""
+        return 0
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        """The file's frames until its end or until `stop` is set."""
+        while not stop.is_set() and (pixels := self._read_frame()) is not None:
+            yield Frame(pixels, time.time(), time.monotonic())
 
     def close(self) -> None:
         self._release()
 
-    def __enter__(self) -> VideoSource:
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.close()
 
 
-def open_camera(camera: str) -> VideoSource:
+class LiveSource(VideoSource):
+    """A camera or stream read on its own thread, which keeps only the newest frame.
+
+    Frames the reader captured but nobody took are counted in `dropped`. When the device stops
+    delivering, the reader reopens it with `open_device`, waiting RECONNECT_FIRST_DELAY_S, doubling
+    to RECONNECT_MAX_DELAY_S; after `max_reconnects` failed attempts in a row (None: never) it
+    gives up and `lost` is set. `outages` counts the losses it came back from.
+    """
+
+    def __init__(self, name: str, device: Device, open_device: Callable[[], Device], max_reconnects: int | None):
+        super().__init__(name, device, None)
+        self._open_device = open_device
+        self._max_reconnects = max_reconnects
+        self._newest: Frame | None = None
+        self._frames_read = 0
+        self._frames_taken = 0
+        self._reader_done = False
+        self._changed = threading.Condition()
+        self._closing = threading.Event()
+        self._reader = threading.Thread(target=self._read_forever, name=f"camera {name}", daemon=True)
+        self._reader.start()
+
+    @property
+    def dropped(self) -> int:
+        """Frames the reader captured that were replaced by a newer one before anybody took them."""
+        with self._changed:
+            return self._frames_read - self._frames_taken - (self._newest is not None)
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        """The newest frame each time one is asked for, waiting for one newer than the last taken."""
+        while not stop.is_set():
+            with self._changed:
+                if self._newest is None and not self._reader_done:
+                    self._changed.wait(STOP_POLL_S)
+                frame, self._newest = self._newest, None
+                if frame is None:
+                    if self._reader_done:
+                        return
+                    continue
+                self._frames_taken += 1
+            yield frame
+
+    def _read_forever(self) -> None:
+        read_frame, release = self._read_frame, self._release
+        lost_at = None
+        attempts, delay = 0, RECONNECT_FIRST_DELAY_S  # failed attempts to reopen since the loss, wait before the next
+        while not self._closing.is_set():
+            pixels = read_frame() if read_frame is not None else None
+            if pixels is not None:
+                if lost_at is not None:
+                    logger.warning(f"camera {self.name} is back after {time.monotonic() - lost_at:.1f} s")
+                    self.outages += 1
+                    lost_at, attempts, delay = None, 0, RECONNECT_FIRST_DELAY_S
+                with self._changed:
+                    self._newest = Frame(pixels, time.time(), time.monotonic())
+                    self._frames_read += 1
+                    self._changed.notify()
+                continue
+            if read_frame is not None:
+                release()
+                read_frame = None
+            if lost_at is None:
+                lost_at = time.monotonic()
+                logger.warning(f"camera {self.name} lost: reopening it, first in {RECONNECT_FIRST_DELAY_S} s, "
+                               f"then at most every {RECONNECT_MAX_DELAY_S:.0f} s")
+            if self._max_reconnects is not None and attempts >= self._max_reconnects:
+                logger.warning(f"camera {self.name}: giving up after {attempts} attempts to reopen it (--max_reconnects)")
+                self.lost = True
+                break
+            if self._closing.wait(delay):
+                break
+            attempts, delay = attempts + 1, min(2 * delay, RECONNECT_MAX_DELAY_S)
+            try:
+                read_frame, release = self._open_device()
+            except UserError:
+                read_frame = None
+        if read_frame is not None:
+            release()
+        with self._changed:
+            self._reader_done = True
+            self._changed.notify()
+
+    def close(self) -> None:
+        """Stop the reader; a read in progress ends within STREAM_TIMEOUT_S (the device's own timeout)."""
+        self._closing.set()
+        self._reader.join(STREAM_TIMEOUT_S + 1)
+
+
+def is_live(camera: str) -> bool:
+    """A camera index, stream URL or picamera (read as live), not a video file (read as data)."""
+    return camera == PICAMERA or camera.isdigit() or "://" in camera
+
+
+def open_camera(camera: str, max_reconnects: int | None = None) -> VideoSource:
     """Open `camera`: an OpenCV device index ("0"), a video file, a stream URL, or "picamera".
 
     Index 0 falls back to picamera2 where OpenCV cannot open it and picamera2 is installed (a Pi).
-    Raises UserError naming the camera and what to try when it cannot be opened.
+    A live source is reopened when lost (see LiveSource). Raises UserError naming the camera and
+    what to try when it cannot be opened at first.
     """
     if camera == PICAMERA:
-        return _open_picamera()
+        return LiveSource(camera, _open_picamera(), _open_picamera, max_reconnects)
+    try:
+        device, fps = _open_capture(camera)
+    except UserError:
+        if camera != "0" or not _picamera2_installed():
+            raise
+        logger.warning("OpenCV cannot open camera 0; using the Raspberry Pi camera through picamera2")
+        return LiveSource(camera, _open_picamera(), _open_picamera, max_reconnects)
+    if is_live(camera):
+        return LiveSource(camera, device, lambda: _open_capture(camera)[0], max_reconnects)
+    return VideoSource(camera, device, fps)
+
+
+def _open_capture(camera: str) -> tuple[Device, float | None]:
+    """An OpenCV capture of `camera` as (read_frame, release), and the fps a video file announces."""
+    # OpenCV and FFmpeg print a line or two on every failed attempt to reopen a lost stream, for as
+    # long as it is away; our own warnings say when it is lost and when it is back. OpenCV reads
+    # these when it first loads (log level) or first opens a stream (FFmpeg's, which needs DEBUG set).
+    for name, value in OPENCV_QUIET_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
     try:
         import cv2
     except ImportError:
-        if camera == "0" and _picamera2_installed():
-            return _open_picamera()
         raise UserError(f"--camera needs OpenCV, which is not installed: {CAMERA_INSTALL_HINT}") from None
     is_index = camera.isdigit()
     if not is_index and "://" not in camera and not os.path.exists(camera):
         raise UserError(f"cannot open camera {camera}: it is not a device index, an existing video file or a stream URL")
-    capture = cv2.VideoCapture(int(camera) if is_index else camera)
+    if "://" in camera:
+        timeout_ms = int(STREAM_TIMEOUT_S * 1000)
+        capture = cv2.VideoCapture(camera, cv2.CAP_FFMPEG,
+                                   [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms])
+    else:
+        capture = cv2.VideoCapture(int(camera) if is_index else camera)
     if not capture.isOpened():
         capture.release()
-        if camera == "0" and _picamera2_installed():
-            logger.warning("OpenCV cannot open camera 0; using the Raspberry Pi camera through picamera2")
-            return _open_picamera()
         if is_index:
             raise UserError(f"cannot open camera {camera}: check that it is plugged in and not used by another "
                             f"program, try another index (--camera 1), or --camera {PICAMERA} on a Raspberry Pi")
@@ -98,7 +243,7 @@ def open_camera(camera: str) -> VideoSource:
         ok, frame = capture.read()
         return frame if ok else None
 
-    return VideoSource(camera, read_frame, capture.release, fps if not is_index and fps > 0 else None)
+    return (read_frame, capture.release), (fps if not is_live(camera) and fps > 0 else None)
 
 
 def _picamera2_installed() -> bool:
@@ -109,7 +254,7 @@ def _picamera2_installed() -> bool:
     return True
 
 
-def _open_picamera() -> VideoSource:
+def _open_picamera() -> Device:
     try:
         from picamera2 import Picamera2
     except ImportError:
@@ -124,8 +269,14 @@ def _open_picamera() -> VideoSource:
         raise UserError(f"cannot open camera {PICAMERA}: {error}; check the ribbon cable and that no other "
                         "program (e.g. rpicam-hello) is using it") from None
 
+    def read_frame() -> np.ndarray | None:
+        try:
+            return camera.capture_array("main")
+        except RuntimeError:  # the camera stopped delivering: the reader reopens it
+            return None
+
     def release() -> None:
         camera.stop()
         camera.close()
 
-    return VideoSource(PICAMERA, lambda: camera.capture_array("main"), release, None)
+    return read_frame, release

@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from edge.cli import app as edge_app
 from edge.image import load_rgb
 from edge.model import load_model, read_metadata
 from trainer import UserError
 from trainer.cli import app
 from trainer.convert import ConvertOptions, calibration_paths, convert
+from trainer.outputs import remove_stale_partials
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
@@ -29,7 +35,37 @@ ARCHITECTURE = "mobilenet_v2_0.35_96"
 # ties that any quantisation flips some of them, which would prove nothing about the converter.
 WEIGHTS = REPO.parent / "shared" / "data" / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
 IMAGES_PER_CLASS = 30
+# What TensorFlow, absl and LiteRT print at start-up when nothing quiets them.
+NOISE = re.compile(r"absl|oneDNN|cpu_feature_guard|XNNPACK|^[IWEF]\d{4} ", re.MULTILINE)
 runner = CliRunner()
+
+
+@contextlib.contextmanager
+def umask(mask: int):
+    previous = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def assert_standard_metadata(tflite_path: Path, labels: list[str], quantization: str) -> None:
+    """Labels and normalisation from the standard metadata alone; labels.txt appended, uncompressed."""
+    metadata = read_metadata(tflite_path)
+    assert metadata["labels"] == labels  # read only from an associated file of type TENSOR_AXIS_LABELS
+    assert (metadata["input_mean"], metadata["input_std"]) == ([127.5], [127.5])
+    assert metadata["retrain_edge"] == {"format_version": 2, "architecture": ARCHITECTURE,
+                                        "input_size": [96, 96], "quantization": quantization}
+    with zipfile.ZipFile(tflite_path) as archive:
+        [member] = archive.infolist()
+        assert member.filename == "labels.txt" and member.compress_type == zipfile.ZIP_STORED
+        assert archive.read(member).decode() == "".join(f"{label}\n" for label in labels)
 
 
 def train_tiny_model(image_dir: Path, output_dir: Path) -> None:
@@ -94,12 +130,23 @@ def test_float32_by_default_matches_keras_and_carries_labels(output_dir):
     assert proof["keras_accuracy"] == proof["tflite_accuracy"]
     assert proof["size_bytes"] == tflite_path.stat().st_size and proof["median_latency_ms"] > 0
 
-    metadata = read_metadata(tflite_path)
-    assert metadata["labels"] == run["labels"] == (output_dir / "labels.txt").read_text().split("\n")[:-1]
-    assert (metadata["input_mean"], metadata["input_std"], metadata["input_size"]) == (127.5, 127.5, [96, 96])
+    assert run["labels"] == (output_dir / "labels.txt").read_text().split("\n")[:-1]
+    assert_standard_metadata(tflite_path, run["labels"], "float32")
+    for path in (tflite_path, output_dir / "labels.txt", output_dir / "run.json"):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~current_umask()
     (output_dir / "labels.txt").unlink()  # the model file alone is enough for the edge runtime
     runtime = load_model(tflite_path)
     assert runtime.labels == run["labels"] and runtime.input_dtype == np.float32
+    image = Path(run["image_dir"]) / run["split"]["files"]["testing"][run["labels"][0]][0]
+    result = CliRunner().invoke(edge_app, ["--model", str(tflite_path), "--json", str(image)])
+    assert result.exit_code == 0 and json.loads(result.stdout)["label"] in run["labels"], result.output
+
+    # The installed command, as a user runs it, with TensorFlow's own log threshold at its loudest.
+    result = subprocess.run([str(Path(sys.executable).parent / "retrain-edge"), "evaluate", "--output_dir",
+                             str(output_dir), "--model", str(tflite_path), "--report_dir", str(output_dir / "report")],
+                            capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"}, timeout=600)
+    assert result.returncode == 0 and "accuracy" in result.stdout, result.stderr
+    assert not NOISE.search(result.stderr), result.stderr
 
     testing = [path for label in run["labels"] for path in run["split"]["files"]["testing"][label]]
     expected = keras_scores(output_dir, testing)
@@ -113,6 +160,7 @@ def test_quantize_gives_uint8_in_and_out_agreeing_with_keras(output_dir):
     runtime = load_model(output_dir / "model.tflite")
     assert runtime.input_dtype == np.uint8 and runtime.pixel_table is None  # fed raw pixels
     assert runtime.interpreter.get_output_details()[0]["dtype"] == np.uint8
+    assert_standard_metadata(output_dir / "model.tflite", runtime.labels, "int8")
     proof = json.loads((output_dir / "run.json").read_text())["conversion"]["int8"]
     assert proof["calibration_count"] == 40 and proof["input_dtype"] == proof["output_dtype"] == "uint8"
     assert proof["top1_agreement"] == 1.0, proof["disagreements"]
@@ -163,6 +211,7 @@ def test_dynamic_and_float16_from_another_model_file(output_dir, tmp_path):
         proof = json.loads((output_dir / "run.json").read_text())["conversion"][mode]
         assert proof["top1_agreement"] == 1.0 and proof["max_probability_difference"] < 0.05
         assert load_model(target).input_dtype == np.float32
+        assert_standard_metadata(target, labels.read_text().splitlines(), mode)
         sizes[mode] = target.stat().st_size
     assert sizes["dynamic"] < sizes["float16"]
 
@@ -184,6 +233,19 @@ def test_interrupted_conversion_leaves_the_earlier_model(output_dir):
     assert process.wait(timeout=120) == -signal.SIGKILL
     assert (output_dir / "model.tflite").read_bytes() == earlier
     assert "conversion" not in json.loads((output_dir / "run.json").read_text())
+    # The next run removes what the killed one left, as the first thing it writes into the folder.
+    [stale] = output_dir.glob(".model.*.partial.tflite")
+    assert remove_stale_partials(output_dir, started=time.time()) == [stale] and not stale.exists()
+
+
+def test_a_umask_of_077_keeps_outputs_private(output_dir, tmp_path):
+    target = tmp_path / "private" / "model.tflite"
+    with umask(0o077):
+        result = runner.invoke(app, ["convert", "--output_dir", str(output_dir), "--quantization", "float16",
+                                     "--output_tflite", str(target)])
+    assert result.exit_code == 0, result.output
+    for path in (target, target.parent / "labels.txt", output_dir / "run.json"):
+        assert path.stat().st_mode & 0o777 == 0o600, path
 
 
 def test_missing_run_says_to_train_first(tmp_path):

@@ -25,7 +25,8 @@ from edge.classify import ClassifyOptions, frame_pixels, run, top_labels
 from edge.cli import app
 from edge.image import load_rgb, resize_rgb
 from edge.model import load_model, quantization_table, read_metadata
-from trainer.convert import add_metadata
+import trainer.metadata
+from trainer.metadata import add_metadata
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 THIRDPARTY = SHARED / "data" / "thirdparty"
@@ -50,10 +51,10 @@ def color_models(pytestconfig) -> dict[str, Path]:
     """Tiny classifiers of an image's dominant colour (red, green, blue), float32 and int8, built with TF.
 
     Input (1, 8, 8, 3) in [-1, 1]; mean over pixels, then Dense(3, softmax) with weights 10 * I.
-    float.tflite carries `retrain_edge` metadata; int8.tflite (int8 in and out) has none.
+    float.tflite carries standard metadata (labels, normalisation); int8.tflite (int8 in and out) has none.
     Kept in pytest's cache, keyed by this fixture's code, since importing TF takes most of this file's time.
     """
-    key = hashlib.sha256(inspect.getsource(color_models).encode() + inspect.getsource(add_metadata).encode())
+    key = hashlib.sha256(inspect.getsource(color_models).encode() + inspect.getsource(trainer.metadata).encode())
     folder = pytestconfig.cache.mkdir(f"edge_color_models_{key.hexdigest()[:12]}")
     models = {"float": folder / "float.tflite", "int8": folder / "int8.tflite"}
     if all(path.is_file() for path in models.values()):
@@ -68,8 +69,7 @@ def color_models(pytestconfig) -> dict[str, Path]:
     model = keras.Model(inputs, outputs)
     model.get_layer("final_result").set_weights([10 * np.eye(3, dtype=np.float32), np.zeros(3, np.float32)])
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    metadata = {"format_version": 1, "labels": list(COLORS), "input_mean": 127.5, "input_std": 127.5}
-    float_model = add_metadata(converter.convert(), metadata)
+    float_model = add_metadata(converter.convert(), list(COLORS), 127.5, 127.5, {"architecture": "colour mean"})
 
     def calibration():
         rng = np.random.default_rng(0)
@@ -212,7 +212,7 @@ def test_quantization_table():
 
 def test_float_model_metadata_and_normalisation(color_models, color_images):
     metadata = read_metadata(color_models["float"])
-    assert metadata["labels"] == list(COLORS) and metadata["input_std"] == 127.5
+    assert metadata["labels"] == list(COLORS) and metadata["input_std"] == [127.5]
     assert read_metadata(color_models["int8"]) == {}
     model = load_model(color_models["float"])
     assert model.labels == list(COLORS) and model.input_size == TINY_SIZE and model.input_dtype == np.float32
@@ -233,9 +233,9 @@ def test_color_models_classify_a_folder_tree(color_models, color_images, kind, t
     assert [(Path(line["source"]).relative_to(color_images).as_posix(), line["label"]) for line in lines] == [
         ("red/r.jpg", "red"), ("sub/deeper/blue.jpg", "blue"), ("sub/green.png", "green")]
     for line in lines:
-        assert set(line) == {"source", "frame", "time", "label", "top_k", "latency_ms"}
+        assert set(line) == {"source", "frame", "time", "label", "top_k", "latency_ms", "frame_age_ms"}
         assert line["frame"] == 0 and len(line["top_k"]) == 2 and line["top_k"][0]["score"] > 0.8
-        assert line["latency_ms"] > 0 and line["time"] > 1.7e9
+        assert 0 < line["latency_ms"] <= line["frame_age_ms"] and line["time"] > 1.7e9
 
 
 def test_threshold_reports_unknown(color_models, color_images):
@@ -347,7 +347,7 @@ def test_errors(case, color_models, color_images, tmp_path, monkeypatch):
         "missing labels": (["--model", model, "--labels", "nope.txt", image], "labels file nope.txt does not exist"),
         "camera index": (["--model", model, "--camera", "7"], "cannot open camera 7: check that it is plugged in"),
         "camera path": (["--model", model, "--camera", "nope.mp4"], "cannot open camera nope.mp4"),
-        "save without camera": (["--model", model, "--save", "out.mp4", image], "--save and --display work with --camera"),
+        "save without camera": (["--model", model, "--save", "out.mp4", image], "--save, --display and --serve work with --camera"),
         "display without screen": (["--model", model, "--camera", "0", "--display"], "--display needs a screen"),
     }[case]
     result = invoke(*args)

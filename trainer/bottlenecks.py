@@ -4,6 +4,10 @@ Cache layout: bottleneck_dir/<architecture>-<weights id>-v<CACHE_FORMAT>/<sha1 o
 Each entry is the float32 vector followed by its CRC-32, so a truncated or corrupt entry is
 detected and recomputed instead of trusted, and nothing is ever unpickled. Keying by content,
 not name, means a changed image is recomputed and a renamed one is not.
+
+This layout is also the contract with trainer/beam_bottlenecks.py, which fills the same cache on
+a cluster: it uses this module's BottleneckCache and content_key with its own CacheFiles (Beam's
+FileSystems), so the two writers cannot drift apart.
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from edge.image import load_rgb
 from trainer.backbones import INPUT_MEAN, INPUT_STD, Backbone
+from trainer.outputs import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -41,31 +47,62 @@ def default_bottleneck_dir() -> Path:
     return Path(cache_home) / "retrain-edge" / "bottlenecks"
 
 
+def content_key(data: bytes) -> str:
+    """The cache key of an image: the SHA-1 of its file's bytes."""
+    return hashlib.sha1(data).hexdigest()
+
+
 def file_key(path: Path) -> str:
-    """The cache key of an image: the SHA-1 of its bytes."""
-    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+    return content_key(Path(path).read_bytes())
+
+
+class CacheFiles(Protocol):
+    """Where cache entries live: this machine's disk (LocalFiles) or Beam's FileSystems."""
+
+    def join(self, folder, name: str): ...
+    def read(self, path) -> bytes | None: ...  # None when there is no such file
+    # Whole or not at all, creating missing parent folders: an interrupted run leaves no half entry.
+    def write_atomic(self, path, data: bytes) -> None: ...
+
+
+class LocalFiles:
+    def join(self, folder, name: str) -> Path:
+        return Path(folder) / name
+
+    def read(self, path) -> bytes | None:
+        try:
+            return Path(path).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def write_atomic(self, path, data: bytes) -> None:
+        write_bytes_atomic(Path(path), data)
+
+
+LOCAL_FILES = LocalFiles()
 
 
 @dataclass(frozen=True)
 class BottleneckCache:
     """A folder of bottleneck vectors of one length, for one backbone and weights."""
 
-    folder: Path
+    folder: Path  # or a Beam FileSystems path (gs://..., s3://...) with files=BeamFiles
     size: int  # floats per vector
+    files: CacheFiles = LOCAL_FILES
 
     @classmethod
-    def for_backbone(cls, bottleneck_dir: Path, backbone: Backbone, weights_id: str) -> "BottleneckCache":
-        return cls(Path(bottleneck_dir) / f"{backbone.name}-{weights_id}-v{CACHE_FORMAT}", backbone.bottleneck_size)
+    def for_backbone(cls, bottleneck_dir, backbone: Backbone, weights_id: str, files: CacheFiles = LOCAL_FILES) -> "BottleneckCache":
+        folder = files.join(bottleneck_dir, f"{backbone.name}-{weights_id}-v{CACHE_FORMAT}")
+        return cls(folder, backbone.bottleneck_size, files)
 
-    def path(self, key: str) -> Path:
-        return self.folder / f"{key}{ENTRY_SUFFIX}"
+    def path(self, key: str):
+        return self.files.join(self.folder, f"{key}{ENTRY_SUFFIX}")
 
     def read(self, key: str) -> np.ndarray | None:
         """The cached vector, or None when missing, truncated or corrupt."""
         path = self.path(key)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
+        data = self.files.read(path)
+        if data is None:
             return None
         expected_length = self.size * 4 + CRC_BYTES
         body, crc = data[:-CRC_BYTES], data[-CRC_BYTES:]
@@ -75,12 +112,9 @@ class BottleneckCache:
         return np.frombuffer(body, dtype="<f4")
 
     def write(self, key: str, vector: np.ndarray) -> None:
+        """Atomically: an interrupted run leaves whole entries or none."""
         body = np.asarray(vector, dtype="<f4").tobytes()
-        self.folder.mkdir(parents=True, exist_ok=True)
-        # Same-folder temporary plus rename: an interrupted run leaves whole entries or none.
-        temporary = self.folder / f".{key}.{os.getpid()}.partial"
-        temporary.write_bytes(body + zlib.crc32(body).to_bytes(CRC_BYTES, "little"))
-        os.replace(temporary, self.path(key))
+        self.files.write_atomic(self.path(key), body + zlib.crc32(body).to_bytes(CRC_BYTES, "little"))
 
 
 def make_forward(backbone_model) -> Callable[[np.ndarray], np.ndarray]:

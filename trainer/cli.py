@@ -24,11 +24,23 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 INSTALL_TRAIN_EXTRA = "pip install 'retrain-edge[train]'"
+# TensorFlow's C++ log threshold without --verbose: errors only, no start-up information or warnings.
+QUIET_TF_LOG_LEVEL = "2"
+
+
+def setup_output(verbose: bool) -> None:
+    """Our packages' messages on stderr; TensorFlow's and absl's start-up lines only with --verbose.
+
+    TensorFlow reads TF_CPP_MIN_LOG_LEVEL once, when it is first imported, so this runs before
+    any command imports it; a value the user exported counts only with --verbose.
+    """
+    setup_logging(verbose)
+    if not verbose:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = QUIET_TF_LOG_LEVEL
 
 
 def require_training_extra() -> None:
     """TensorFlow comes with the `train` extra; a device install has only the runtime."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         import tensorflow  # noqa: F401
     except ImportError:
@@ -105,7 +117,7 @@ def train_command(
     from trainer.distortions import DistortionOptions
     from trainer.train import TrainOptions
 
-    setup_logging(verbose)
+    setup_output(verbose)
     options = TrainOptions(
         image_dir=image_dir, output_dir=output_dir, architecture=architecture, weights=weights,
         bottleneck_dir=bottleneck_dir, summaries_dir=summaries_dir,
@@ -140,7 +152,7 @@ def evaluate_command(
     """Evaluate a model on a split: accuracy, per-class precision/recall/F1, confusion matrix, report.html."""
     from trainer.evaluate import EvaluateOptions
 
-    setup_logging(verbose)
+    setup_output(verbose)
     run(evaluate_and_report, EvaluateOptions(output_dir=output_dir, model=model, split=split,
                                              image_dir=image_dir, report_dir=report_dir))
 
@@ -170,7 +182,7 @@ def audit_command(
     """Find likely problems in IMAGE_DIR before training: duplicate files, likely mislabelled images, small classes."""
     from trainer.audit import AuditOptions
 
-    setup_logging(verbose)
+    setup_output(verbose)
     run(audit_and_report, AuditOptions(
         image_dir=image_dir, architecture=architecture, weights=weights, bottleneck_dir=bottleneck_dir, seed=seed,
         validation_percentage=validation_percentage, testing_percentage=testing_percentage, folds=folds,
@@ -204,7 +216,7 @@ def convert_command(
     """Convert the trained model to TFLite and prove it against the Keras model on the test split."""
     from trainer.convert import ConvertOptions
 
-    setup_logging(verbose)
+    setup_output(verbose)
     if quantize and quantization not in (None, "int8"):
         typer.echo(f"error: --quantize means int8; it cannot be combined with --quantization {quantization}", err=True)
         raise typer.Exit(2)
@@ -214,6 +226,44 @@ def convert_command(
         calibration_images=calibration_images, float_layers=float_layers, num_threads=num_threads, verbose=verbose,
     )
     run(convert_and_report, options)
+
+
+def bottlenecks_and_report(fields: dict) -> None:
+    """fields: BeamBottleneckOptions' fields; the dataclass lives beside Beam, which may be absent."""
+    try:
+        from trainer.beam_bottlenecks import BeamBottleneckOptions, compute_bottlenecks_on_beam
+    except ImportError as error:
+        if not (error.name or "").startswith("apache_beam"):
+            raise
+        raise UserError("this command needs Apache Beam, which comes with the beam extra: "
+                        "pip install 'retrain-edge[train,beam]'") from None
+    result = compute_bottlenecks_on_beam(BeamBottleneckOptions(**fields))
+    typer.echo(f"{result.images} images: {result.cached} already cached, {result.computed} computed, "
+               f"{result.bad_images} skipped (not decodable images; the runner's log names them)\n"
+               f"cache: {result.cache_folder}")
+
+
+@app.command("bottlenecks", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bottlenecks_command(
+    context: typer.Context,
+    image_dir: str = typer.Option(..., "--image_dir", "--image-dir", help="Folder with one sub-folder of images per class: a local path or any Beam file system URI (gs://bucket/photos, s3://...)."),
+    architecture: str = typer.Option(DEFAULT_ARCHITECTURE, "--architecture", help="Backbone, as for train."),
+    weights: str = typer.Option("imagenet", "--weights", help="Backbone weights, as for train: 'imagenet', a Keras no-top weights file (at this path on every worker), or 'none' (random: tests only)."),
+    bottleneck_dir: str = typer.Option(str(default_bottleneck_dir()), "--bottleneck_dir", "--bottleneck-dir", help="Bottleneck cache root, local or a URI; give train the same folder (or a copy of it) and it computes nothing."),
+    seed: int = typer.Option(0, "--seed", help="Seed of random weights (--weights none), as for train."),
+    runner: str = typer.Option("DirectRunner", "--runner", help="Beam runner: DirectRunner (this machine), DataflowRunner, FlinkRunner, SparkRunner, PortableRunner."),
+    verbose: bool = typer.Option(False, "--verbose", help="Also print informational messages."),
+) -> None:
+    """Compute the bottleneck cache for IMAGE_DIR on Apache Beam, for datasets past one machine.
+
+    Any other --option goes to Beam as a pipeline option, e.g. --direct_running_mode multi_processing
+    --direct_num_workers 2, or --project P --region R --temp_location gs://B/tmp for Dataflow.
+    Needs Apache Beam: the beam extra, installed beside the train extra.
+    """
+    setup_output(verbose)
+    run(bottlenecks_and_report, dict(
+        image_dir=image_dir, bottleneck_dir=bottleneck_dir, architecture=architecture, weights=weights, seed=seed,
+        runner=runner, pipeline_args=tuple(context.args)))
 
 
 @app.callback()

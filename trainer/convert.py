@@ -2,8 +2,9 @@
 
 Path: Keras model -> `model.export` (SavedModel) -> `TFLiteConverter.from_saved_model`. Never
 `from_concrete_functions`: under Keras 3 it writes a model without its weights (NaN outputs).
-The labels and the input normalisation travel inside the .tflite as a `retrain_edge` metadata
-entry (JSON, read by `edge.model.read_metadata` without TensorFlow) and in labels.txt beside it.
+The labels and the input normalisation travel inside the .tflite as standard TFLite Model
+Metadata (trainer/metadata.py; read by `edge.model.read_metadata` without TensorFlow, and by
+MediaPipe Tasks and the Task Library), and the labels also in labels.txt beside it.
 
 The proof runs the written file through the edge runtime's own loading and preprocessing
 (`edge.model.load_model`) and the Keras model on every test-split image, and records accuracy,
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import math
 import os
@@ -31,9 +31,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 
 from edge.image import ImageError, load_rgb
-from edge.model import METADATA_NAME, TFLITE_MAGIC, load_model, parse_labels
+from edge.model import load_model, parse_labels
 from trainer import UserError
 from trainer.backbones import INPUT_MEAN, INPUT_STD
+from trainer.metadata import add_metadata
 from trainer.outputs import LABELS_FILE, MODEL_FILE, RUN_FILE, atomic_output, load_run, write_labels, write_run
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,6 @@ DEFAULT_CALIBRATION_IMAGES = 200
 # int8: layers of largest quantisation error left in float by default (README: "int8 that agrees",
 # measured by scripts/bench_trust.py).
 DEFAULT_FLOAT_LAYERS = 6
-METADATA_FORMAT = 1
 # An accuracy this far (fraction) below the Keras model's on the test split earns a warning.
 ACCURACY_DROP_WARNING = 0.01
 # Top-1 agreement with the Keras model on the validation split below this earns a warning.
@@ -174,11 +174,8 @@ def convert(options: ConvertOptions) -> ConversionReport:
     float_layers = options.float_layers if options.quantization == "int8" else 0
     tflite_bytes = convert_model(model, options.quantization, calibration, options.verbose, float_layers)
     conversion_seconds = time.perf_counter() - started
-    tflite_bytes = add_metadata(tflite_bytes, {
-        "format_version": METADATA_FORMAT, "labels": source.labels,
-        "input_mean": source.input_mean, "input_std": source.input_std,
-        "architecture": source.architecture, "input_size": list(input_size),
-    })
+    tflite_bytes = add_metadata(tflite_bytes, source.labels, source.input_mean, source.input_std, {
+        "architecture": source.architecture, "input_size": list(input_size), "quantization": options.quantization})
 
     # The proof runs on the temporary file, so an interrupted proof leaves any earlier model in place.
     with atomic_output(tflite_path) as temporary:
@@ -468,24 +465,6 @@ def selectively_quantized(converter, calibration: np.ndarray, float_layer_counts
             budget -= weights[name]
     return [mlir_quantize(debugger.calibrated_model, input_data_type=tf.uint8, output_data_type=tf.uint8,
                           denylisted_nodes=worst_within_budget[:count]) for count in float_layer_counts]
-
-
-def add_metadata(tflite_bytes: bytes, metadata: dict) -> bytes:
-    """Append a `retrain_edge` metadata entry (UTF-8 JSON) to a .tflite flatbuffer."""
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(tflite_bytes, 0))
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(json.dumps(metadata).encode(), dtype=np.uint8)
-    model.buffers.append(buffer)
-    entry = schema.MetadataT()
-    entry.name = METADATA_NAME
-    entry.buffer = len(model.buffers) - 1
-    model.metadata = [item for item in (model.metadata or []) if item.name not in (METADATA_NAME, METADATA_NAME.encode())] + [entry]
-    builder = flatbuffers.Builder(len(tflite_bytes) + 4096)
-    builder.Finish(model.Pack(builder), file_identifier=TFLITE_MAGIC)
-    return bytes(builder.Output())
 
 
 def prove(model, runtime, inputs: np.ndarray, pixels: np.ndarray, examples: list[tuple[str, int]],

@@ -141,8 +141,17 @@ def list_images(image_dir: str | Path, validation_percentage: float = 10, testin
 
 
 def _class_folders(image_dir: Path) -> dict[str, str]:
-    """label → class folder name, for the visible sub-folders of image_dir, sorted by label."""
-    folder_names = sorted(entry.name for entry in os.scandir(image_dir) if entry.is_dir() and not entry.name.startswith("."))
+    """label → class folder name, for the sub-folders of image_dir, sorted by label."""
+    return class_folders([entry.name for entry in os.scandir(image_dir) if entry.is_dir()], image_dir)
+
+
+def class_folders(folder_names: list[str], image_dir: str | Path) -> dict[str, str]:
+    """label → class folder name for the visible names among folder_names, sorted by label.
+
+    folder_names are image_dir's sub-folders however they were listed (os.scandir here, Beam's
+    FileSystems for a bucket). Raises UserError for no class folder, one, or two with the same label.
+    """
+    folder_names = sorted(name for name in set(folder_names) if not name.startswith("."))
     if not folder_names:
         raise UserError(
             f"--image_dir {image_dir} has no class folders; put each class's images in a sub-folder named after the class."
@@ -163,13 +172,14 @@ def _class_folders(image_dir: Path) -> dict[str, str]:
     return dict(sorted(folder_by_label.items()))
 
 
+def is_image_file_name(file_name: str) -> bool:
+    """Whether a file in a class folder is one of its images: visible, with an image suffix (others are ignored, as classically)."""
+    return not file_name.startswith(".") and Path(file_name).suffix.lower() in IMAGE_SUFFIXES
+
+
 def _image_file_names(class_dir: Path) -> list[str]:
-    """Sorted names of the visible files in class_dir with an image suffix; other files are ignored, as classically."""
-    return sorted(
-        entry.name
-        for entry in os.scandir(class_dir)
-        if not entry.name.startswith(".") and entry.is_file() and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES
-    )
+    """Sorted names of the image files in class_dir."""
+    return sorted(entry.name for entry in os.scandir(class_dir) if entry.is_file() and is_image_file_name(entry.name))
 
 
 def _decode_problem(path: Path) -> str | None:

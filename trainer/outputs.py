@@ -1,35 +1,55 @@
-"""Writing outputs so that a crash or Ctrl-C never leaves a half-written file, and run.json."""
+"""Writing outputs so that a crash or Ctrl-C never leaves a half-written file, and run.json.
+
+Every output is written to a temporary `.partial` name beside it and renamed into place. The
+temporary is created with the mode the user's umask gives any new file (0644 under the usual
+022), so the renamed output is readable wherever a plain file would be. A run killed mid-write
+leaves its temporaries behind; the next run that writes into the folder removes them.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
-import tempfile
+import re
+import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from trainer import UserError
 
+log = logging.getLogger(__name__)
+
 RUN_FILE = "run.json"
 MODEL_FILE = "model.keras"
 LABELS_FILE = "labels.txt"
+# When this run started (seconds since the epoch): temporaries older than this are another run's.
+RUN_STARTED = time.time()
+# .<stem>.<pid>.<8 hex>.partial<suffix>, as atomic_output names its temporaries.
+_PARTIAL_NAME = re.compile(r"^\..+\.(?P<pid>\d+)\.[0-9a-f]{8}\.partial(\.[^.]*)?$")
+_swept_folders: set[Path] = set()
 
 
 @contextlib.contextmanager
 def atomic_output(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success rename it into place, else remove it.
+    """Yield a new, empty temporary path beside `path`; on success rename it into place, else remove it.
 
     The temporary name keeps the suffix, since Keras and TFLite writers check it.
     """
     path = Path(path)
+    # O_EXCL with 0o666: the kernel applies the umask as for any new file (mkstemp's 0600 would
+    # survive the rename); the process id in the name tells a live writer's temporary from a dead one's.
+    temporary = path.parent / f".{path.stem}.{os.getpid()}.{secrets.token_hex(4)}.partial{path.suffix}"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
+        if path.parent not in _swept_folders:
+            _swept_folders.add(path.parent)
+            remove_stale_partials(path.parent)
+        os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     except OSError as error:
         raise UserError(f"cannot write {path}: {error.strerror or error}") from None
-    os.close(descriptor)
-    temporary = Path(temporary)
     try:
         yield temporary
         os.replace(temporary, path)
@@ -37,13 +57,56 @@ def atomic_output(path: Path) -> Iterator[Path]:
         temporary.unlink(missing_ok=True)
 
 
+def remove_stale_partials(folder: Path, started: float | None = None) -> list[Path]:
+    """Remove the temporaries a killed run left in `folder`; returns what was removed.
+
+    Only files named as atomic_output names them, last modified before `started` (default:
+    RUN_STARTED) and made by a process that no longer exists: never another live run's.
+    """
+    started = RUN_STARTED if started is None else started
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _PARTIAL_NAME.match(entry.name)
+        if match is None or _process_exists(int(match["pid"])):
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_mtime >= started:
+                continue
+            os.unlink(entry.path)
+        except OSError:  # its writer renamed it, or another run removed it first
+            continue
+        removed.append(Path(entry.path))
+    if removed:
+        log.info(f"removed {len(removed)} temporary files a stopped run left in {folder}")
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     with atomic_output(path) as temporary:
         temporary.write_bytes(data)
 
 
+def labels_text(labels: list[str]) -> str:
+    """labels.txt's content: one label per line, in the model's output order."""
+    return "".join(f"{label}\n" for label in labels)
+
+
 def write_labels(path: Path, labels: list[str]) -> None:
-    write_bytes_atomic(path, "".join(f"{label}\n" for label in labels).encode())
+    write_bytes_atomic(path, labels_text(labels).encode())
 
 
 def load_run(output_dir: Path) -> dict:
