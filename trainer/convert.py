@@ -44,7 +44,7 @@ TFLITE_FILE = "model.tflite"
 DEFAULT_CALIBRATION_IMAGES = 200
 # int8: layers of largest quantisation error left in float by default (README: "int8 that agrees",
 # measured by scripts/bench_trust.py).
-DEFAULT_FLOAT_LAYERS = 6
+DEFAULT_FLOAT_LAYERS = 15
 # An accuracy this far (fraction) below the Keras model's on the test split earns a warning.
 ACCURACY_DROP_WARNING = 0.01
 # Top-1 agreement with the Keras model on the validation split below this earns a warning.
