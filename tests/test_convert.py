@@ -165,6 +165,33 @@ def test_quantize_gives_uint8_in_and_out_agreeing_with_keras(output_dir):
     assert proof["calibration_count"] == 40 and proof["input_dtype"] == proof["output_dtype"] == "uint8"
     assert proof["top1_agreement"] == 1.0, proof["disagreements"]
     assert proof["tflite_accuracy"] == proof["keras_accuracy"]
+    assert proof["validation_count"] > 0 and proof["validation_agreement"] is not None
+    assert "top-1 agreement (validation" in result.output
+
+
+def float_tensors(path: Path) -> int:
+    return sum(detail["dtype"] == np.float32 for detail in load_model(path).interpreter.get_tensor_details())
+
+
+def test_selective_int8_keeps_the_worst_layers_in_float_and_uint8_input(output_dir):
+    sizes = {}
+    for float_layers in (0, 3):
+        target = output_dir / f"int8-{float_layers}.tflite"
+        result = runner.invoke(app, ["convert", "--output_dir", str(output_dir), "--quantize", "--calibration_images",
+                                     "20", "--float_layers", str(float_layers), "--output_tflite", str(target)])
+        assert result.exit_code == 0, result.output
+        runtime = load_model(target)
+        assert runtime.input_dtype == np.uint8 and runtime.interpreter.get_output_details()[0]["dtype"] == np.uint8
+        proof = json.loads((output_dir / "run.json").read_text())["conversion"]["int8"]
+        assert proof["float_layers"] == float_layers and proof["input_dtype"] == "uint8"
+        sizes[float_layers] = target.stat().st_size
+        if float_layers == 0:
+            assert float_tensors(target) == 0
+        else:
+            # Each layer left in float computes in float32 between a dequantise and a quantise.
+            assert float_tensors(target) >= float_layers
+    # The layers left in float hold at most FLOAT_WEIGHTS_SHARE (5%) of the weights: 4 bytes each instead of 1.
+    assert sizes[0] < sizes[3] < 1.2 * sizes[0]
 
 
 def test_dynamic_and_float16_from_another_model_file(output_dir, tmp_path):

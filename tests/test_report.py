@@ -16,10 +16,12 @@ from typer.testing import CliRunner
 
 from conftest import TINY_ARCHITECTURE, load_script, shared_path
 from edge.image import load_rgb
+from trainer.calibration import expected_calibration_error, precision_coverage
 from trainer.cli import app
 from trainer.dataset import list_images, set_for_file
 from trainer.audit import AuditOptions, audit, cross_validated_probabilities, small_classes, suspected_mislabels
 from trainer.evaluate import EvaluateOptions, class_figures, confusion_matrix, evaluate
+from trainer.report import percent
 
 runner = CliRunner()
 PRETRAINED_WEIGHTS = ("weights", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5")
@@ -114,6 +116,16 @@ def test_evaluate_matrix_matches_keras_predictions_counted_by_hand(trained_dir, 
     assert [[int(cell) for cell in line.split()[-len(labels):]] for line in printed] == expected
     assert f"accuracy: {correct / len(keras_scores):.1%} ({correct}/{len(keras_scores)})" in output
 
+    # The calibration figures are those of the Keras scores, computed by trainer.calibration.
+    paths = [path for files in run["split"]["files"].values() for label, paths in files.items() for path in paths]
+    scores = np.stack([keras_scores[path] for path in paths])
+    truth = np.array([labels.index(label) for files in run["split"]["files"].values()
+                      for label, paths in files.items() for _ in paths])
+    assert f"expected calibration error: {expected_calibration_error(scores, truth):.3f}" in output
+    table = output.split("--threshold  answers kept that are right  images kept\n", 1)[1].splitlines()
+    for line, row in zip(table, precision_coverage(scores, truth)):
+        assert line.split() == [f"{row.threshold:g}", percent(row.precision), percent(row.coverage)]
+
     # Any folder of class sub-folders: the same images, found afresh, give the same matrix.
     result = evaluate(EvaluateOptions(output_dir=trained_dir, image_dir=Path(run["image_dir"]),
                                       report_dir=evaluated[0]))
@@ -129,10 +141,11 @@ def test_report_is_valid_html_with_decodable_images(evaluated, trained_dir):
         assert matrix.format == "PNG" and min(matrix.size) > 200
     images = embedded_images(report_dir / "report.html")
     correct, total = map(int, output.split("accuracy: ")[1].split("(")[1].split(")")[0].split("/"))
-    # The confusion matrix, the training curves, then one thumbnail per mistake.
-    assert len(images) == 2 + min(total - correct, 100)
-    assert [image.format for image in images[:2]] == ["PNG", "PNG"]
-    assert all(image.format == "JPEG" and max(image.size) <= 160 for image in images[2:])
+    # The confusion matrix, precision/coverage by threshold, the training curves, one thumbnail per mistake.
+    assert len(images) == 3 + min(total - correct, 100)
+    assert [image.format for image in images[:3]] == ["PNG", "PNG", "PNG"]
+    assert all(image.format == "JPEG" and max(image.size) <= 160 for image in images[3:])
+    assert "Choosing --threshold" in (report_dir / "report.html").read_text()
     page = (report_dir / "report.html").read_text()
     assert "http" not in page.replace("<!DOCTYPE html>", "")  # nothing to fetch
 

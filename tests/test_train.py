@@ -295,7 +295,8 @@ def test_help_documents_every_flag():
     for flag in ("--image_dir", "--output_dir", "--architecture", "--weights", "--bottleneck_dir", "--summaries_dir",
                  "--how_many_training_steps", "--learning_rate", "--train_batch_size", "--eval_step_interval",
                  "--validation_batch_size", "--test_batch_size", "--validation_percentage", "--testing_percentage",
-                 "--print_misclassified_test_images", "--output_graph", "--output_labels", "--seed"):
+                 "--print_misclassified_test_images", "--output_graph", "--output_labels", "--seed", "--no_early_stopping",
+                 "--early-stopping"):
         assert flag in result.output
 
 
@@ -321,3 +322,64 @@ def test_a_run_killed_while_writing_leaves_the_previous_outputs(trained_dir, tin
     assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed mid-write"
     for name, content in before.items():
         assert (output_dir / name).read_bytes() == content
+
+
+# --- early stopping --------------------------------------------------------------------------
+
+class DiscardedSummaries:
+    """train_head's TensorBoard writer, when a test only looks at the head and its history."""
+
+    def scalars(self, *_, **__):
+        pass
+
+    def histograms(self, *_):
+        pass
+
+
+def overfitting_run(early_stopping: bool):
+    """A synthetic run that overfits: 40 training vectors in 200 dimensions, a quarter of them
+    mislabelled, so the validation cross entropy falls, then climbs as the head learns the noise."""
+    from trainer.train import TrainOptions, train_head
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 1, (3, 200))
+
+    def vectors(count, noise_share):
+        labels = rng.integers(3, size=count)
+        x = centres[labels] * 0.3 + rng.normal(0, 1, (count, 200))
+        noisy = rng.random(count) < noise_share
+        return x.astype(np.float32), np.where(noisy, rng.integers(3, size=count), labels)
+
+    (train_x, train_y), (validation_x, validation_y) = vectors(40, 0.25), vectors(300, 0.0)
+    options = TrainOptions(image_dir=Path("."), how_many_training_steps=1500, learning_rate=0.5, train_batch_size=20,
+                           validation_batch_size=-1, early_stopping=early_stopping)
+    head, history = train_head(options, train_x, train_y, validation_x, validation_y, 3, DiscardedSummaries())
+    return head, history, validation_x, validation_y
+
+
+def test_early_stopping_keeps_the_step_of_lowest_validation_cross_entropy():
+    from trainer.train import accuracy_and_cross_entropy
+
+    head, history, validation_x, validation_y = overfitting_run(early_stopping=True)
+    entropies = [record["validation_cross_entropy"] for record in history]
+    lowest = int(np.argmin(entropies))
+    assert [index for index, record in enumerate(history) if record.get("kept")] == [lowest]
+    assert history[lowest]["step"] < history[-1]["step"] // 2  # the run did overfit: the test means something
+    assert entropies[-1] > entropies[lowest] + 0.1
+    _, entropy = accuracy_and_cross_entropy(head, validation_x, validation_y)
+    assert entropy == pytest.approx(entropies[lowest], rel=1e-5)
+
+    last_head, last_history, _, _ = overfitting_run(early_stopping=False)
+    assert not any(record.get("kept") for record in last_history)
+    _, last_entropy = accuracy_and_cross_entropy(last_head, validation_x, validation_y)
+    assert last_entropy == pytest.approx(entropies[-1], rel=1e-5)
+
+
+def test_run_json_records_the_kept_step_and_the_temperature(trained_dir):
+    run = json.loads((trained_dir / "run.json").read_text())
+    # Off by default: the last step's head is kept.
+    assert run["hyperparameters"]["early_stopping"] is False
+    assert run["kept_step"] == run["hyperparameters"]["how_many_training_steps"] == run["history"][-1]["step"]
+    calibration = run["calibration"]
+    assert calibration["fitted_on"] == "validation" and calibration["temperature"] > 0
+    assert calibration["validation_nll"]["after"] <= calibration["validation_nll"]["before"] + 1e-9

@@ -8,7 +8,8 @@ MediaPipe Tasks and the Task Library), and the labels also in labels.txt beside 
 
 The proof runs the written file through the edge runtime's own loading and preprocessing
 (`edge.model.load_model`) and the Keras model on every test-split image, and records accuracy,
-top-1 agreement, the largest probability difference, size and latency in run.json.
+top-1 agreement, the largest probability difference, size and latency in run.json; and top-1
+agreement on the validation split too, because the few test images can agree by luck.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -40,12 +42,22 @@ log = logging.getLogger(__name__)
 MODES = ("float32", "dynamic", "float16", "int8")
 TFLITE_FILE = "model.tflite"
 DEFAULT_CALIBRATION_IMAGES = 200
+# int8: layers of largest quantisation error left in float by default (README: "int8 that agrees",
+# measured by scripts/bench_trust.py).
+DEFAULT_FLOAT_LAYERS = 15
 # An accuracy this far (fraction) below the Keras model's on the test split earns a warning.
 ACCURACY_DROP_WARNING = 0.01
+# Top-1 agreement with the Keras model on the validation split below this earns a warning.
+AGREEMENT_WARNING = 0.99
 # Proof images run through Keras in batches of this many (memory, not speed, bounds it).
 KERAS_BATCH_SIZE = 32
 # Invocations before timing starts: the first ones pay for XNNPACK's weight packing.
 WARMUP_INVOCATIONS = 2
+# Calibration images on which the quantisation debugger measures each layer's int8 error.
+DEBUG_IMAGES = 50
+# Layers left in float hold at most this share of the model's weights: each float weight takes
+# 4 bytes instead of 1, so the file grows by at most 3 x this share of the int8 one.
+FLOAT_WEIGHTS_SHARE = 0.05
 
 
 @dataclass
@@ -59,6 +71,7 @@ class ConvertOptions:
     output_tflite: Path | None = None  # default: output_dir/model.tflite; labels.txt goes beside it
     image_dir: Path | None = None  # where the run's images are now (default: run.json's image_dir)
     calibration_images: int = DEFAULT_CALIBRATION_IMAGES  # int8 only; from the training split
+    float_layers: int = DEFAULT_FLOAT_LAYERS  # int8 only; layers of largest int8 error kept in float
     num_threads: int | None = None  # interpreter threads for the proof's latency (default: all cores)
     verbose: bool = False  # show the converter's own log
 
@@ -76,6 +89,9 @@ class ConversionReport:
     calibration_count: int
     conversion_seconds: float
     test_count: int
+    float_layers: int = 0  # int8: layers left in float
+    validation_count: int = 0
+    validation_agreement: float | None = None  # top-1 agreement with Keras on the validation split
     keras_accuracy: float | None = None
     tflite_accuracy: float | None = None
     top1_agreement: float | None = None
@@ -94,7 +110,8 @@ class ConversionReport:
         rows = [
             ("", "Keras", f"TFLite {self.mode}"),
             (f"accuracy (test, N={self.test_count})", percent(self.keras_accuracy), percent(self.tflite_accuracy)),
-            ("top-1 agreement", "", percent(self.top1_agreement)),
+            ("top-1 agreement (test)", "", percent(self.top1_agreement)),
+            (f"top-1 agreement (validation, N={self.validation_count})", "", percent(self.validation_agreement)),
             ("largest probability difference", "",
              "n/a" if self.max_probability_difference is None else f"{self.max_probability_difference:.2g}"),
             ("file size", "", f"{self.size_bytes / 1e6:.2f} MB"),
@@ -126,6 +143,8 @@ def convert(options: ConvertOptions) -> ConversionReport:
         raise UserError(f"unknown quantization {options.quantization!r}; choose one of {', '.join(MODES)}")
     if options.quantization == "int8" and options.calibration_images < 1:
         raise UserError("--calibration_images must be at least 1")
+    if options.float_layers < 0:
+        raise UserError("--float_layers must be 0 (every layer int8) or more")
     source = _source(options)
     tflite_path = Path(options.output_tflite or Path(options.output_dir) / TFLITE_FILE)
     labels_path = tflite_path.parent / LABELS_FILE
@@ -148,9 +167,12 @@ def convert(options: ConvertOptions) -> ConversionReport:
             log.info(f"calibrating on all {len(relpaths)} training images")
     test_examples = _test_examples(source)
     test_pixels = _load_images(source.image_dir, [path for path, _ in test_examples], input_size)
+    validation_examples = _examples(source, "validation")
+    validation_pixels = _load_images(source.image_dir, [path for path, _ in validation_examples], input_size)
 
     started = time.perf_counter()
-    tflite_bytes = convert_model(model, options.quantization, calibration, options.verbose)
+    float_layers = options.float_layers if options.quantization == "int8" else 0
+    tflite_bytes = convert_model(model, options.quantization, calibration, options.verbose, float_layers)
     conversion_seconds = time.perf_counter() - started
     tflite_bytes = add_metadata(tflite_bytes, source.labels, source.input_mean, source.input_std, {
         "architecture": source.architecture, "input_size": list(input_size), "quantization": options.quantization})
@@ -166,7 +188,10 @@ def convert(options: ConvertOptions) -> ConversionReport:
             output_dtype=np.dtype(runtime.interpreter.get_output_details()[0]["dtype"]).name,
             calibration_count=0 if calibration is None else len(calibration),
             conversion_seconds=round(conversion_seconds, 2), test_count=len(test_examples),
-            num_threads=options.num_threads or os.cpu_count() or 1,
+            num_threads=options.num_threads or os.cpu_count() or 1, float_layers=float_layers,
+            validation_count=len(validation_examples),
+            validation_agreement=prove(model, runtime, normalise(validation_pixels, source), validation_pixels,
+                                       validation_examples, source.labels).get("top1_agreement"),
             **prove(model, runtime, normalise(test_pixels, source), test_pixels, test_examples, source.labels),
         )
     write_labels(labels_path, source.labels)
@@ -180,6 +205,12 @@ def convert(options: ConvertOptions) -> ConversionReport:
         log.warning(f"the {options.quantization} model's test accuracy is {report.tflite_accuracy:.1%}, "
                     f"{report.keras_accuracy - report.tflite_accuracy:.1%} below the Keras model's "
                     f"{report.keras_accuracy:.1%}: {advice}")
+    if report.validation_agreement is not None and report.validation_agreement < AGREEMENT_WARNING:
+        advice = ("try --quantization float16 (larger file) or more --calibration_images"
+                  if options.quantization == "int8" else "try --quantization float16 or float32")
+        log.warning(f"the {options.quantization} model agrees with the Keras model on only "
+                    f"{report.validation_agreement:.1%} of the validation images (below {AGREEMENT_WARNING:.0%}): "
+                    f"{advice}")
     return report
 
 
@@ -258,11 +289,18 @@ def calibration_paths(training: dict[str, list[str]], count: int) -> list[str]:
     return picked[:count]
 
 
+def _examples(source: _Source, set_name: str) -> list[tuple[str, int]]:
+    """(relative path, label index) of a set's images; none when the images are unknown."""
+    if source.files is None:
+        return []
+    return [(path, index) for index, label in enumerate(source.labels) for path in source.files.get(set_name, {}).get(label, [])]
+
+
 def _test_examples(source: _Source) -> list[tuple[str, int]]:
     if source.files is None:
         log.warning("no images to prove the converted model on: pass --image_dir to compare it with the Keras model")
         return []
-    examples = [(path, index) for index, label in enumerate(source.labels) for path in source.files.get("testing", {}).get(label, [])]
+    examples = _examples(source, "testing")
     if not examples:
         log.warning("the test split is empty: the converted model is not compared with the Keras model")
     return examples
@@ -320,10 +358,12 @@ def _quiet(verbose: bool) -> Iterator[None]:
         tf_logger.setLevel(previous_level)
 
 
-def convert_model(model, mode: str, calibration: np.ndarray | None = None, verbose: bool = False) -> bytes:
-    """A Keras model -> .tflite bytes in `mode` (see MODES).
+@contextlib.contextmanager
+def tflite_converter(model, mode: str, calibration: np.ndarray | None = None, verbose: bool = False) -> Iterator:
+    """A TFLiteConverter set up for `mode` (see MODES) on the Keras model, valid inside the block.
 
     calibration: float32 (N, H, W, 3) normalised training images, for int8 (uint8 in and out).
+    The converter's errors inside the block become a UserError.
     """
     import tensorflow as tf
 
@@ -340,11 +380,91 @@ def convert_model(model, mode: str, calibration: np.ndarray | None = None, verbo
             converter.inference_input_type = tf.uint8
             converter.inference_output_type = tf.uint8
         try:
-            return converter.convert()
+            yield converter
         except Exception as error:  # the converter's errors carry its whole log; show the first line
             first_line = (str(error).strip().splitlines() or ["no detail"])[0]
             raise UserError(f"the TFLite converter failed ({first_line}); run again with --verbose "
                             f"to see its log") from None
+
+
+def convert_model(model, mode: str, calibration: np.ndarray | None = None, verbose: bool = False,
+                  float_layers: int = 0) -> bytes:
+    """A Keras model -> .tflite bytes in `mode` (see MODES).
+
+    calibration: float32 (N, H, W, 3) normalised training images, for int8 (uint8 in and out).
+    float_layers: int8 only; up to this many layers of largest quantisation error stay in float
+    (see `selectively_quantized`); 0 quantises every layer.
+    """
+    with tflite_converter(model, mode, calibration, verbose) as converter:
+        if mode == "int8" and float_layers:
+            return selectively_quantized(converter, calibration, [float_layers])[0]
+        return converter.convert()
+
+
+def layer_errors(debugger) -> list[tuple[str, float]]:
+    """(tensor name, RMS error in quantisation steps) per quantised layer, the worst first.
+
+    The debugger runs the float and the quantised layer side by side on its images; an error
+    measured in steps of the layer's own output scale says how much worse than the rounding every
+    int8 tensor pays the layer is.
+    """
+    import csv
+    import io
+
+    dump = io.StringIO()
+    debugger.layer_statistics_dump(dump)
+    errors = [(row["tensor_name"], math.sqrt(float(row["mean_squared_error"])) / float(row["scale"]))
+              for row in csv.DictReader(io.StringIO(dump.getvalue())) if float(row["scale"]) > 0]
+    return sorted(errors, key=lambda error: -error[1])
+
+
+def layer_weight_counts(tflite_bytes: bytes) -> dict[str, int]:
+    """Output tensor name -> how many constant weights the operator computing it holds."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAsModel(tflite_bytes, 0)
+    graph = model.Subgraphs(0)
+
+    def is_constant(tensor) -> bool:
+        return model.Buffers(tensor.Buffer()).DataLength() > 0
+
+    counts = {}
+    for index in range(graph.OperatorsLength()):
+        operator = graph.Operators(index)
+        inputs = [graph.Tensors(i) for i in operator.InputsAsNumpy() if i >= 0]
+        output = graph.Tensors(operator.Outputs(0)).Name().decode()
+        counts[output] = sum(int(np.prod(tensor.ShapeAsNumpy())) for tensor in inputs if is_constant(tensor))
+    return counts
+
+
+def selectively_quantized(converter, calibration: np.ndarray, float_layer_counts: list[int]) -> list[bytes]:
+    """int8 with uint8 input and output, except up to n layers of largest error in float, for each
+    n of float_layer_counts (one measurement serves them all).
+
+    converter: from `tflite_converter(model, "int8", calibration)`. TensorFlow's quantisation
+    debugger measures each layer's error on DEBUG_IMAGES calibration images; the worst layers (in
+    MobileNets the early depthwise convolutions, whose ReLU6 outputs are few and large) are then
+    left in float, worst first, while their weights stay within FLOAT_WEIGHTS_SHARE of the
+    model's, so the file stays close to the full int8 size. The debugger's own selective model
+    takes float input, so its calibrated model is quantised here with the input and output types
+    the device expects.
+    """
+    import tensorflow as tf
+    from tensorflow.lite.python.convert import mlir_quantize
+
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter, debug_dataset=lambda: ([image[np.newaxis]] for image in calibration[:DEBUG_IMAGES]))
+    debugger.run()
+    weights = layer_weight_counts(debugger.calibrated_model)
+    budget = FLOAT_WEIGHTS_SHARE * sum(weights.values())
+    worst_within_budget = []
+    for name, _ in layer_errors(debugger):
+        if name in weights and weights[name] <= budget:
+            worst_within_budget.append(name)
+            budget -= weights[name]
+    return [mlir_quantize(debugger.calibrated_model, input_data_type=tf.uint8, output_data_type=tf.uint8,
+                          denylisted_nodes=worst_within_budget[:count]) for count in float_layer_counts]
 
 
 def prove(model, runtime, inputs: np.ndarray, pixels: np.ndarray, examples: list[tuple[str, int]],

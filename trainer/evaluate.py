@@ -21,11 +21,13 @@ from edge.model import parse_labels
 from trainer import UserError
 from trainer.backbones import INPUT_MEAN, INPUT_STD
 from trainer.bottlenecks import DECODE_THREADS
+from trainer.calibration import expected_calibration_error, format_precision_coverage, precision_coverage
 from trainer.convert import _quiet, load_keras_model
 from trainer.dataset import SETS, list_images
 from trainer.outputs import LABELS_FILE, MODEL_FILE, RUN_FILE, load_run, write_bytes_atomic
 from trainer.report import (
-    GALLERY_IMAGES, confusion_matrix_png, gallery, html_page, percent, png_tag, thumbnail_card, training_curves_png,
+    GALLERY_IMAGES, confusion_matrix_png, gallery, html_page, percent, png_tag, precision_coverage_png, thumbnail_card,
+    training_curves_png,
 )
 
 REPORT_FILE = "report.html"
@@ -33,6 +35,7 @@ CONFUSION_MATRIX_FILE = "confusion_matrix.png"
 # --split name -> the dataset sets it covers.
 SPLITS = {"test": ("testing",), "validation": ("validation",), "training": ("training",), "all": SETS}
 PREDICT_BATCH_SIZE = 64  # images decoded and run through a Keras model at once
+THRESHOLD_PLOT_POINTS = 101  # the report's precision/coverage plot: thresholds 0 to 1 in steps of 0.01
 TEXT_LABEL_WIDTH = 12  # characters of a label in the printed confusion matrix's columns
 
 
@@ -69,6 +72,11 @@ class EvaluationResult:
     @property
     def accuracy(self) -> float:
         return float(np.mean(self.predicted_labels == self.true_labels))
+
+    @property
+    def calibration_error(self) -> float:
+        """Expected calibration error of the top scores (see trainer.calibration)."""
+        return expected_calibration_error(self.scores, self.true_labels)
 
     @property
     def confusion(self) -> np.ndarray:
@@ -224,6 +232,9 @@ def format_evaluation(result: EvaluationResult) -> str:
     for index, label in enumerate(result.labels):
         lines.append(f"{label:<{label_width}}" + "".join(f"  {count:>{width}}"
                                                            for count, width in zip(confusion[index], widths)))
+    lines += ["", f"expected calibration error: {result.calibration_error:.3f} (0: a score of 0.9 is right 90% of the time)",
+              "precision and coverage by --threshold (edge-classify reports 'unknown' below it):",
+              format_precision_coverage(precision_coverage(result.scores, result.true_labels))]
     return "\n".join(lines)
 
 
@@ -245,6 +256,17 @@ def write_evaluation_report(result: EvaluationResult, run: dict | None) -> None:
         "<h2>Per class</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th>"
         f"<th>images</th></tr>{rows}</table>",
     ]
+    rows = precision_coverage(result.scores, result.true_labels)
+    threshold_rows = "".join(f"<tr><td>{row.threshold:g}</td><td>{percent(row.precision)}</td><td>{percent(row.coverage)}</td>"
+                             f"<td>{row.kept}</td></tr>" for row in rows)
+    sections.append(
+        "<h2>Choosing --threshold</h2><p>With <code>edge-classify --threshold T</code>, an image whose top score is "
+        "below T is reported as unknown. Precision is the share of the answers kept that are right; coverage the share "
+        f"of images kept. Expected calibration error: {result.calibration_error:.3f}.</p>"
+        + png_tag(precision_coverage_png(precision_coverage(result.scores, result.true_labels, np.linspace(0, 1, THRESHOLD_PLOT_POINTS))),
+                  "precision and coverage by threshold")
+        + "<table><tr><th>--threshold</th><th>precision</th><th>coverage</th><th>images kept</th></tr>"
+        + threshold_rows + "</table>")
     history = (run or {}).get("history") or []
     if history:
         sections.append("<h2>Training</h2>" + png_tag(training_curves_png(history), "training curves"))

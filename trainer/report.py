@@ -83,6 +83,21 @@ def training_curves_png(history: list[dict]) -> bytes:
     return figure_png(fig)
 
 
+def precision_coverage_png(rows: list) -> bytes:
+    """Precision and coverage against --threshold: rows are trainer.calibration.ThresholdRow."""
+    fig = figure()
+    fig.set_size_inches(6, 4)
+    axes = fig.add_subplot()
+    thresholds = [row.threshold for row in rows]
+    axes.plot(thresholds, [row.precision for row in rows], label="precision (answers kept that are right)")
+    axes.plot(thresholds, [row.coverage for row in rows], label="coverage (images kept)")
+    axes.set_xlabel("--threshold")
+    axes.set_ylim(0, 1.02)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower left")
+    return figure_png(fig)
+
+
 def png_tag(png: bytes, alt: str) -> str:
     return f'<img src="data:image/png;base64,{base64.b64encode(png).decode()}" alt="{html.escape(alt)}">'
 

@@ -1,0 +1,112 @@
+"""Calibration: scores that mean what they say, and what each --threshold keeps.
+
+A softmax head trained to 100% training accuracy is overconfident: its top scores run higher
+than the share of its answers that are right. Dividing the logits by one temperature T > 1,
+fitted on the validation split by the lowest negative log likelihood, fixes most of that and
+changes no top-1 answer (dividing every logit by the same positive number keeps their order).
+Folded into the final layer (weights / T, biases / T) it costs the device nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+# The temperature is searched in [1 / MAX_TEMPERATURE, MAX_TEMPERATURE] (unitless logit divisor).
+MAX_TEMPERATURE = 100.0
+# Golden-section steps of the search; each narrows the interval of log T by 0.618, so 60 steps
+# reach float precision from a width of 2 * ln(100).
+TEMPERATURE_SEARCH_STEPS = 60
+# Equal-width bins of the top score for the expected calibration error (the usual 10).
+CALIBRATION_BINS = 10
+# The --threshold values of the precision/coverage table.
+THRESHOLDS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+
+
+def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean cross entropy of softmax(logits / temperature) against labels: (n, classes), (n,) -> nats."""
+    scaled = np.asarray(logits, np.float64) / temperature
+    shifted = scaled - scaled.max(axis=1, keepdims=True)
+    log_normaliser = np.log(np.exp(shifted).sum(axis=1))
+    return float(np.mean(log_normaliser - shifted[np.arange(len(labels)), labels]))
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature of lowest negative log likelihood on (logits (n, classes), labels (n,)).
+
+    The likelihood is convex in 1 / T, hence unimodal in log T: a golden-section search finds it.
+    With no images, or all of them right with ever larger margins rewarded, the answer is
+    clipped to the search range; with none, 1 (no change).
+    """
+    if not len(labels):
+        return 1.0
+    low, high = -math.log(MAX_TEMPERATURE), math.log(MAX_TEMPERATURE)
+    ratio = (math.sqrt(5) - 1) / 2
+    for _ in range(TEMPERATURE_SEARCH_STEPS):
+        left, right = high - ratio * (high - low), low + ratio * (high - low)
+        if negative_log_likelihood(logits, labels, math.exp(left)) <= negative_log_likelihood(logits, labels, math.exp(right)):
+            high = right
+        else:
+            low = left
+    return math.exp((low + high) / 2)
+
+
+def expected_calibration_error(scores: np.ndarray, labels: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
+    """How far the top score is from the share of right answers, averaged over images.
+
+    scores: (n, classes) probabilities; labels: (n,). Images are binned by top score into `bins`
+    equal-width bins; each bin adds |accuracy - mean top score| weighted by its share of images.
+    """
+    top_scores = scores.max(axis=1)
+    correct = scores.argmax(axis=1) == labels
+    # A score of exactly 1.0 belongs in the last bin, not in one of its own.
+    bin_index = np.minimum((top_scores * bins).astype(np.int64), bins - 1)
+    error = 0.0
+    for index in range(bins):
+        members = bin_index == index
+        if members.any():
+            error += members.mean() * abs(correct[members].mean() - top_scores[members].mean())
+    return float(error)
+
+
+@dataclass(frozen=True)
+class ThresholdRow:
+    """What `edge-classify --threshold` would do on a labelled set: answers with a top score of
+    at least `threshold` are kept, the others reported as unknown."""
+
+    threshold: float
+    kept: int  # images whose top score is at least the threshold
+    correct: int  # of those, answered right
+    total: int  # images in the set
+
+    @property
+    def precision(self) -> float:
+        """Share of the kept answers that are right (NaN when nothing is kept)."""
+        return self.correct / self.kept if self.kept else math.nan
+
+    @property
+    def coverage(self) -> float:
+        """Share of the images kept."""
+        return self.kept / self.total if self.total else math.nan
+
+
+def precision_coverage(scores: np.ndarray, labels: np.ndarray, thresholds=THRESHOLDS) -> list[ThresholdRow]:
+    """One ThresholdRow per threshold; scores (n, classes), labels (n,)."""
+    top_scores = scores.max(axis=1)
+    correct = scores.argmax(axis=1) == labels
+    rows = []
+    for threshold in thresholds:
+        kept = top_scores >= threshold
+        rows.append(ThresholdRow(float(threshold), int(kept.sum()), int((kept & correct).sum()), len(labels)))
+    return rows
+
+
+def format_precision_coverage(rows: list[ThresholdRow]) -> str:
+    """The table as `evaluate` prints it, one line per threshold."""
+    def percent(value: float) -> str:
+        return "n/a" if math.isnan(value) else f"{value:.1%}"
+    lines = ["--threshold  answers kept that are right  images kept"]
+    lines += [f"{row.threshold:>11g}  {percent(row.precision):>27}  {percent(row.coverage):>11}" for row in rows]
+    return "\n".join(lines)
