@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import re
 import secrets
 import threading
@@ -24,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from . import UserError
+from .files import new_temporary, replacing
 from .sources import open_camera
 
 logger = logging.getLogger(__name__)
@@ -63,20 +63,9 @@ def image_count(root: Path) -> int:
 
 
 def write_jpeg(path: Path, frame: np.ndarray) -> None:
-    """BGR uint8 (h, w, 3) frame -> JPEG at path, written whole or not at all.
-
-    As trainer.outputs.atomic_output names and creates its temporaries (the device runtime
-    installs without the trainer): O_EXCL with 0o666, so the umask gives the image the mode of
-    any new file, where mkstemp's 0600 would hide it from other users.
-    """
-    temporary = path.parent / f".{path.stem}.{os.getpid()}.{secrets.token_hex(4)}.partial{path.suffix}"
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            Image.fromarray(np.ascontiguousarray(frame[..., ::-1])).save(file, "JPEG", quality=JPEG_QUALITY)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    """BGR uint8 (h, w, 3) frame -> JPEG at path, written whole or not at all, mode from the umask."""
+    with replacing(path, new_temporary(path)) as temporary:
+        Image.fromarray(np.ascontiguousarray(frame[..., ::-1])).save(temporary, "JPEG", quality=JPEG_QUALITY)
 
 
 class BurstWriter:

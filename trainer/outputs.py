@@ -12,12 +12,11 @@ import contextlib
 import json
 import logging
 import os
-import re
-import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from edge.files import PARTIAL_NAME, new_temporary, replacing
 from trainer import UserError
 
 log = logging.getLogger(__name__)
@@ -27,8 +26,6 @@ MODEL_FILE = "model.keras"
 LABELS_FILE = "labels.txt"
 # When this run started (seconds since the epoch): temporaries older than this are another run's.
 RUN_STARTED = time.time()
-# .<stem>.<pid>.<8 hex>.partial<suffix>, as atomic_output names its temporaries.
-_PARTIAL_NAME = re.compile(r"^\..+\.(?P<pid>\d+)\.[0-9a-f]{8}\.partial(\.[^.]*)?$")
 _swept_folders: set[Path] = set()
 
 
@@ -39,22 +36,16 @@ def atomic_output(path: Path) -> Iterator[Path]:
     The temporary name keeps the suffix, since Keras and TFLite writers check it.
     """
     path = Path(path)
-    # O_EXCL with 0o666: the kernel applies the umask as for any new file (mkstemp's 0600 would
-    # survive the rename); the process id in the name tells a live writer's temporary from a dead one's.
-    temporary = path.parent / f".{path.stem}.{os.getpid()}.{secrets.token_hex(4)}.partial{path.suffix}"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.parent not in _swept_folders:
             _swept_folders.add(path.parent)
             remove_stale_partials(path.parent)
-        os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        temporary = new_temporary(path)
     except OSError as error:
         raise UserError(f"cannot write {path}: {error.strerror or error}") from None
-    try:
+    with replacing(path, temporary):
         yield temporary
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def remove_stale_partials(folder: Path, started: float | None = None) -> list[Path]:
@@ -70,7 +61,7 @@ def remove_stale_partials(folder: Path, started: float | None = None) -> list[Pa
     except OSError:
         return removed
     for entry in entries:
-        match = _PARTIAL_NAME.match(entry.name)
+        match = PARTIAL_NAME.match(entry.name)
         if match is None or _process_exists(int(match["pid"])):
             continue
         try:
