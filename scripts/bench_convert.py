@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from edge.image import load_rgb  # noqa: E402
 from edge.model import load_model  # noqa: E402
-from trainer.convert import MODES, ConvertOptions, _quiet, convert  # noqa: E402
+from trainer.convert import MODES, ConvertOptions, quiet, convert  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 FLOWERS = SHARED / "flowers"
@@ -38,7 +38,7 @@ WARMUP_RUNS = 3
 
 def median_latency_ms(tflite_path: Path, pixels: np.ndarray, num_threads: int) -> float:
     """Median wall time of one invoke (set input, invoke, read output) on `pixels`, in ms."""
-    with _quiet(False):
+    with quiet(False):
         runtime = load_model(tflite_path, num_threads=num_threads)
     tensor = runtime.preprocess(pixels)
     for _ in range(WARMUP_RUNS):
@@ -63,7 +63,7 @@ def agreement_on_all_images(output_dir: Path, tflite_paths: dict[str, Path]) -> 
     keras_top1 = model.predict((pixels.astype(np.float32) - 127.5) / 127.5, batch_size=32, verbose=0).argmax(axis=1)
     agreement = {}
     for mode, path in tflite_paths.items():
-        with _quiet(False):
+        with quiet(False):
             runtime = load_model(path)
         tflite_top1 = np.array([runtime.scores(image).argmax() for image in pixels])
         agreement[mode] = float(np.mean(tflite_top1 == keras_top1))

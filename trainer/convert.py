@@ -180,7 +180,7 @@ def convert(options: ConvertOptions) -> ConversionReport:
     # The proof runs on the temporary file, so an interrupted proof leaves any earlier model in place.
     with atomic_output(tflite_path) as temporary:
         temporary.write_bytes(tflite_bytes)
-        with _quiet(options.verbose):  # LiteRT announces its XNNPACK delegate on stderr
+        with quiet(options.verbose):  # LiteRT announces its XNNPACK delegate on stderr
             runtime = load_model(temporary, num_threads=options.num_threads)
         report = ConversionReport(
             mode=options.quantization, tflite_path=tflite_path, labels_path=labels_path,
@@ -265,7 +265,7 @@ def load_keras_model(path: Path):
     import keras
 
     try:
-        with _quiet(verbose=False):
+        with quiet(verbose=False):
             return keras.saving.load_model(path, compile=False)
     except Exception as error:  # Keras raises anything from ValueError to zipfile and h5py errors
         raise UserError(f"{path} is not a readable Keras model ({type(error).__name__}: "
@@ -325,7 +325,7 @@ def normalise(pixels: np.ndarray, source: _Source) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def _quiet(verbose: bool) -> Iterator[None]:
+def quiet(verbose: bool) -> Iterator[None]:
     """Send TensorFlow's log lines (Python, absl and C++ on fds 1 and 2) to a discarded file."""
     if verbose:
         yield
@@ -367,7 +367,7 @@ def tflite_converter(model, mode: str, calibration: np.ndarray | None = None, ve
     """
     import tensorflow as tf
 
-    with tempfile.TemporaryDirectory(prefix="retrain-edge-export-") as export_dir, _quiet(verbose):
+    with tempfile.TemporaryDirectory(prefix="retrain-edge-export-") as export_dir, quiet(verbose):
         model.export(export_dir, format="tf_saved_model", verbose=verbose)
         converter = tf.lite.TFLiteConverter.from_saved_model(export_dir)
         if mode != "float32":
