@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import inspect
 import os
+import signal
+import threading
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -13,6 +19,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 TINY_ARCHITECTURE = "mobilenet_v2_0.35_96"
+COLORS = ("red", "green", "blue")
+COLOR_BGR = {"red": (0, 0, 255), "green": (0, 255, 0), "blue": (255, 0, 0)}
+TINY_SIZE = (8, 8)  # (height, width) of the test models' input
+TEST_TIMEOUT_S = 60  # a run that has not ended by then is stopped with SIGTERM, and the test fails
 
 
 def load_script(name: str):
@@ -56,3 +66,59 @@ def trained_dir(tiny_train_args, tmp_path_factory) -> Path:
     result = CliRunner().invoke(app, [*tiny_train_args, "--output_dir", str(output_dir)])
     assert result.exit_code == 0, result.output
     return output_dir
+
+
+@pytest.fixture(scope="session")
+def color_models(pytestconfig) -> dict[str, Path]:
+    """Tiny classifiers of an image's dominant colour (red, green, blue), float32 and int8, built with TF.
+
+    Input (1, 8, 8, 3) in [-1, 1]; mean over pixels, then Dense(3, softmax) with weights 10 * I.
+    float.tflite carries standard metadata (labels, normalisation); int8.tflite (int8 in and out) has none.
+    Kept in pytest's cache, keyed by this fixture's code, since importing TF takes most of this file's time.
+    """
+    import trainer.metadata
+
+    key = hashlib.sha256(inspect.getsource(color_models).encode() + inspect.getsource(trainer.metadata).encode())
+    folder = pytestconfig.cache.mkdir(f"edge_color_models_{key.hexdigest()[:12]}")
+    models = {"float": folder / "float.tflite", "int8": folder / "int8.tflite"}
+    if all(path.is_file() for path in models.values()):
+        return models
+
+    import keras
+    import tensorflow as tf
+
+    inputs = keras.Input((*TINY_SIZE, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    outputs = keras.layers.Dense(3, activation="softmax", name="final_result")(pooled)
+    model = keras.Model(inputs, outputs)
+    model.get_layer("final_result").set_weights([10 * np.eye(3, dtype=np.float32), np.zeros(3, np.float32)])
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    float_model = trainer.metadata.add_metadata(converter.convert(), list(COLORS), 127.5, 127.5, {"architecture": "colour mean"})
+
+    def calibration():
+        rng = np.random.default_rng(0)
+        for _ in range(20):
+            yield [rng.uniform(-1, 1, (1, *TINY_SIZE, 3)).astype(np.float32)]
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = calibration
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    with warnings.catch_warnings():  # TF asks for input statistics that full-integer conversion does not need
+        warnings.simplefilter("ignore", UserWarning)
+        int8_model = converter.convert()
+    for path, content in ((models["float"], float_model), (models["int8"], int8_model)):
+        path.with_suffix(".tmp").write_bytes(content)
+        path.with_suffix(".tmp").replace(path)
+    return models
+
+
+@pytest.fixture
+def deadline():
+    """SIGTERM to this process after TEST_TIMEOUT_S: run() stops on it, so no test hangs."""
+    timer = threading.Timer(TEST_TIMEOUT_S, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    yield
+    timer.cancel()

@@ -8,7 +8,8 @@ import os
 import numpy as np
 import pytest
 from PIL import Image
-from test_edge import COLOR_BGR, color_models, invoke, json_lines  # noqa: F401
+from conftest import COLOR_BGR
+from test_edge import invoke, json_lines
 
 from edge import UserError
 from edge.collect import (BURST_ID, UNCERTAIN_BURST_GAP_S, UNCERTAIN_SIDECAR, BurstWriter, Collector,

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import json
 import shutil
 import struct
 import subprocess
 import sys
-import warnings
 import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import COLOR_BGR, COLORS, REPO, TINY_SIZE
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -25,14 +22,9 @@ from edge.classify import ClassifyOptions, frame_pixels, run, top_labels
 from edge.cli import app
 from edge.image import load_rgb, resize_rgb
 from edge.model import load_model, quantization_table, read_metadata
-import trainer.metadata
-from trainer.metadata import add_metadata
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 THIRDPARTY = SHARED / "data" / "thirdparty"
-COLORS = ("red", "green", "blue")
-COLOR_BGR = {"red": (0, 0, 255), "green": (0, 255, 0), "blue": (255, 0, 0)}
-TINY_SIZE = (8, 8)  # (height, width) of the test models' input
 
 
 def thirdparty(name: str) -> Path:
@@ -44,51 +36,6 @@ def thirdparty(name: str) -> Path:
 
 def invoke(*args: str):
     return CliRunner().invoke(app, [str(arg) for arg in args])
-
-
-@pytest.fixture(scope="session")
-def color_models(pytestconfig) -> dict[str, Path]:
-    """Tiny classifiers of an image's dominant colour (red, green, blue), float32 and int8, built with TF.
-
-    Input (1, 8, 8, 3) in [-1, 1]; mean over pixels, then Dense(3, softmax) with weights 10 * I.
-    float.tflite carries standard metadata (labels, normalisation); int8.tflite (int8 in and out) has none.
-    Kept in pytest's cache, keyed by this fixture's code, since importing TF takes most of this file's time.
-    """
-    key = hashlib.sha256(inspect.getsource(color_models).encode() + inspect.getsource(trainer.metadata).encode())
-    folder = pytestconfig.cache.mkdir(f"edge_color_models_{key.hexdigest()[:12]}")
-    models = {"float": folder / "float.tflite", "int8": folder / "int8.tflite"}
-    if all(path.is_file() for path in models.values()):
-        return models
-
-    import keras
-    import tensorflow as tf
-
-    inputs = keras.Input((*TINY_SIZE, 3))
-    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
-    outputs = keras.layers.Dense(3, activation="softmax", name="final_result")(pooled)
-    model = keras.Model(inputs, outputs)
-    model.get_layer("final_result").set_weights([10 * np.eye(3, dtype=np.float32), np.zeros(3, np.float32)])
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    float_model = add_metadata(converter.convert(), list(COLORS), 127.5, 127.5, {"architecture": "colour mean"})
-
-    def calibration():
-        rng = np.random.default_rng(0)
-        for _ in range(20):
-            yield [rng.uniform(-1, 1, (1, *TINY_SIZE, 3)).astype(np.float32)]
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = calibration
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    with warnings.catch_warnings():  # TF asks for input statistics that full-integer conversion does not need
-        warnings.simplefilter("ignore", UserWarning)
-        int8_model = converter.convert()
-    for path, content in ((models["float"], float_model), (models["int8"], int8_model)):
-        path.with_suffix(".tmp").write_bytes(content)
-        path.with_suffix(".tmp").replace(path)
-    return models
 
 
 @pytest.fixture(scope="session")

@@ -14,8 +14,8 @@ import time
 import cv2
 import numpy as np
 import pytest
-from test_edge import color_models  # noqa: F401
-from test_service import TEST_TIMEOUT_S, deadline, solid_jpeg, soak  # noqa: F401
+from conftest import TEST_TIMEOUT_S
+from test_service import solid_jpeg, soak
 
 from edge.classify import ClassifyOptions, Result, run
 from edge.serve import MAX_CLIENTS, LiveView

@@ -8,7 +8,6 @@ from __future__ import annotations
 import ctypes.util
 import json
 import logging
-import os
 import shlex
 import signal
 import subprocess
@@ -18,15 +17,14 @@ import time
 
 import numpy as np
 import pytest
-from conftest import REPO, load_script
-from test_edge import COLOR_BGR, color_models, count_frames, invoke, json_lines, write_video  # noqa: F401
+from conftest import COLOR_BGR, REPO, TEST_TIMEOUT_S, load_script
+from test_edge import count_frames, invoke, json_lines, write_video
 
 from edge.classify import ClassifyOptions, run
 from edge.model import Model
 
 soak = load_script("soak_edge")
 FRAME_SIZE = (64, 48)  # (width, height) of the stand-in camera's frames
-TEST_TIMEOUT_S = 60  # a run that has not ended by then is stopped with SIGTERM, and the test fails
 
 
 def solid_jpeg(color: str) -> bytes:
@@ -38,15 +36,6 @@ def camera():
     camera = soak.StandInCamera([solid_jpeg("red")], fps=50)
     yield camera
     camera.close()
-
-
-@pytest.fixture
-def deadline():
-    """SIGTERM to this process after TEST_TIMEOUT_S: run() stops on it, so no test hangs."""
-    timer = threading.Timer(TEST_TIMEOUT_S, os.kill, (os.getpid(), signal.SIGTERM))
-    timer.start()
-    yield
-    timer.cancel()
 
 
 def test_stream_that_drops_and_comes_back_keeps_the_run_alive(camera, color_models, deadline, caplog):
