@@ -2,7 +2,8 @@
 
 Run by scripts/arm64_train_check.sh. Both int8 models are classified by the same x86
 `edge-classify --json`, so any difference is the training's and conversion's, not the runtime's.
-Checks per image: the same top-1 label, and scores within SCORE_TOLERANCE. Exits 1 otherwise.
+Checks per image: the same top-1 label (unless the x86 model's two best scores are themselves
+within the tolerance), and scores within SCORE_TOLERANCE. Exits 1 otherwise.
 
 Why a tolerance and not equality: the backbone's float kernels differ between x86 (oneDNN) and
 aarch64 builds of TensorFlow in the last bits, the head's SGD and the int8 calibration carry
@@ -40,11 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     for source, expected in sorted(reference.top_k.items()):
         got = candidate.top_k.get(source, [])
         difference = score_difference(expected, got) if got else float("inf")
-        same = bool(got) and got[0][0] == expected[0][0] and difference <= SCORE_TOLERANCE
+        # Two labels the x86 model scores within the tolerance of each other may swap places.
+        near_tie = len(expected) > 1 and expected[0][1] - expected[1][1] <= SCORE_TOLERANCE
+        same = bool(got) and (got[0][0] == expected[0][0] or near_tie) and difference <= SCORE_TOLERANCE
         mismatches += not same
         largest = max(largest, difference)
         rows.append([source, f"{expected[0][0]} {expected[0][1]:.3f}",
-                     f"{got[0][0]} {got[0][1]:.3f}" if got else "none", f"{difference:.3f}", "ok" if same else "MISMATCH"])
+                     f"{got[0][0]} {got[0][1]:.3f}" if got else "none", f"{difference:.3f}",
+                     ("ok" if got[0][0] == expected[0][0] else "ok, near tie") if same else "MISMATCH"])
     print_table(["image", "trained on x86_64", "trained on arm64", "max |Δscore|", ""], rows)
     print(f"\n{len(rows) - mismatches}/{len(rows)} images: same top-1 and scores within {SCORE_TOLERANCE} "
           f"(largest difference {largest:.3f})")
