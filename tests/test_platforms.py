@@ -108,3 +108,14 @@ def test_arm64_train_compare_passes_the_same_model_and_fails_beyond_its_toleranc
     compare.SCORE_TOLERANCE = -1.0  # no difference passes: every image becomes a mismatch
     assert compare.main(arguments) == 1
     assert "MISMATCH" in capsys.readouterr().out
+
+
+def test_without_litert_edge_classify_says_where_it_has_wheels(color_models, tmp_path):
+    image = tmp_path / "red.png"
+    Image.new("RGB", (16, 16), (255, 0, 0)).save(image)
+    code = ("import sys; sys.modules['ai_edge_litert'] = sys.modules['tflite_runtime'] = None; "
+            f"from edge.cli import main; sys.argv = ['edge-classify', '--model', {str(color_models['float'])!r}, "
+            f"{str(image)!r}]; main()")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "pip install ai-edge-litert, which has wheels for" in result.stderr and "Traceback" not in result.stderr
