@@ -71,8 +71,9 @@ def classify(
     save: Optional[Path] = typer.Option(None, "--save", help="Write annotated camera frames to this video (.mp4, .avi)."),
     display: bool = typer.Option(False, "--display", help="Show annotated camera frames in a window (q quits)."),
     serve: Optional[str] = typer.Option(None, "--serve", metavar="[HOST:]PORT", help=(
-        "Serve a read-only live view: / (page), /stream.mjpg, /latest.json. HOST defaults to 127.0.0.1; "
-        "any other address is reachable by others without a password.")),
+        "Serve a read-only live view: / (page), /stream.mjpg, /events (Server-Sent Events of results, changes and "
+        "health), /latest.json, /health.json. HOST defaults to 127.0.0.1; any other address is reachable by others "
+        "without a password.")),
     max_reconnects: Optional[int] = typer.Option(None, "--max_reconnects", "--max-reconnects", help=(
         "Give up a lost camera or stream after this many failed attempts in a row to reopen it "
         "(waits 0.5 s, doubling to 30 s) and exit 1 (default: never give up).")),
