@@ -11,8 +11,10 @@ from typing import Optional
 import typer
 
 from . import UserError
-from .classify import EMIT_CHOICES, UNKNOWN_LABEL, ClassifyOptions, Result, StageTimes, run
+from .classify import EMIT_CHOICES, ClassifyOptions, StageTimes, run
 from .collect import DEFAULT_COLLECT_EVERY_S, DEFAULT_SAVE_EVERY_S, DEFAULT_SAVE_MAX, CollectOptions, collect
+from .consumers import ConsumerOptions, frame_consumers
+from .results import UNKNOWN_LABEL, Result
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -111,8 +113,9 @@ def classify(
     options = ClassifyOptions(
         inputs=list(inputs or []), camera=camera, model=model, labels=labels, num_threads=num_threads,
         input_mean=input_mean, input_std=input_std, top_k=top_k, threshold=threshold, max_frames=max_frames,
-        smooth=smooth, save=save, display=display, max_reconnects=max_reconnects, serve=serve, emit=emit,
-        delegate=delegate, save_uncertain=save_uncertain, margin=margin, save_every=save_every, save_max=save_max)
+        smooth=smooth, max_reconnects=max_reconnects, emit=emit, delegate=delegate)
+    consumer_options = ConsumerOptions(save=save, display=display, serve=serve, save_uncertain=save_uncertain,
+                                       margin=margin, save_every=save_every, save_max=save_max)
 
     def on_result(result: Result) -> None:
         print(json.dumps(result.to_json()) if json_lines else _format_result(result, camera), flush=True)
@@ -123,7 +126,8 @@ def classify(
     def on_serving(url: str) -> None:
         print(f"live view at {url}", file=sys.stderr, flush=True)
 
-    summary = _run_reporting_errors(lambda: run(options, on_result, on_stats, on_serving))
+    summary = _run_reporting_errors(lambda: run(options, on_result, on_stats,
+                                                frame_consumers(consumer_options, options, on_serving)))
     if summary.source_lost and not summary.terminated:
         raise typer.Exit(EXIT_CAMERA_LOST)
 
