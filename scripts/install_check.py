@@ -131,7 +131,8 @@ def broken_claims(rows: tuple[Row, ...], results: dict[Row, dict[str, Resolution
         for extra in row.claimed:
             resolution = results[row][extra]
             if not resolution.ok:
-                broken.append(f"{row.target} Python {row.python}: the {extra} extra does not resolve ({resolution.detail})")
+                what = "the base install" if extra == "base" else f"the {extra} extra"
+                broken.append(f"{row.target} Python {row.python}: {what} does not resolve ({resolution.detail})")
             elif extra == "train" and resolution.detail != row.tensorflow:
                 broken.append(f"{row.target} Python {row.python}: the train extra brings "
                               f"{resolution.detail or 'no TensorFlow'}, not {row.tensorflow or 'none'}")

@@ -119,3 +119,18 @@ def test_without_litert_edge_classify_says_where_it_has_wheels(color_models, tmp
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.returncode == 2, result.stderr
     assert "pip install ai-edge-litert, which has wheels for" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_install_check_fails_on_a_claim_pip_contradicts():
+    Row, Resolution = install_check.Row, install_check.Resolution
+    row = Row("linux-aarch64", "3.12", ("base", "train"), ("base", "train"), "tensorflow")
+    unclaimed = Row("linux-armv7l", "3.11", ("base",), ())
+    resolved = Resolution(True, "tensorflow", 1.0)
+    assert install_check.broken_claims((row, unclaimed), {row: {"base": resolved, "train": resolved},
+                                                          unclaimed: {"base": Resolution(False, "no wheel: numpy", 1.0)}}) == []
+    wrong_tensorflow = {"base": resolved, "train": Resolution(True, "tensorflow-cpu", 1.0)}
+    assert install_check.broken_claims((row,), {row: wrong_tensorflow}) == [
+        "linux-aarch64 Python 3.12: the train extra brings tensorflow-cpu, not tensorflow"]
+    missing = {"base": Resolution(False, "no wheel: ai-edge-litert", 1.0), "train": resolved}
+    assert install_check.broken_claims((row,), {row: missing}) == [
+        "linux-aarch64 Python 3.12: the base install does not resolve (no wheel: ai-edge-litert)"]
