@@ -4,7 +4,8 @@ For each platform and Python below, pip resolves the project wheel with the extr
 (`pip install --dry-run --ignore-installed --only-binary=:all:` with the target's wheel tags and
 environment markers, see scripts/pip_as.py), the claimed extras together, as a user installs them.
 If that fails, each extra is resolved on its own to say which one. Prints a Markdown table and
-exits 1 when a platform and Python that docs/platforms.md claims does not resolve.
+exits 1 when an extra that docs/platforms.md claims for a platform and Python does not resolve, or
+when the train extra brings another TensorFlow package there than the row says.
 
     python scripts/install_check.py [--jobs 3] [--cache-dir DIR] [--target NAME]... [--python X.Y]...
 
@@ -139,7 +140,7 @@ def broken_claims(rows: tuple[Row, ...], results: dict[Row, dict[str, Resolution
     return broken
 
 
-def cell(extra: str, row: Row, resolution: Resolution | None) -> str:
+def cell(extra: str, resolution: Resolution | None) -> str:
     if resolution is None:
         return "—"
     if not resolution.ok:
@@ -153,15 +154,18 @@ def table(rows: tuple[Row, ...], results: dict[Row, dict[str, Resolution]]) -> s
     header = ("platform", "Python", *DESKTOP_EXTRAS, "claimed")
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for row in rows:
-        cells = [cell(extra, row, results[row].get(extra)) for extra in DESKTOP_EXTRAS]
+        cells = [cell(extra, results[row].get(extra)) for extra in DESKTOP_EXTRAS]
         claimed = ", ".join(row.claimed) if row.claimed else "nothing"
         lines.append("| " + " | ".join((row.target, row.python, *cells, claimed)) + " |")
     return "\n".join(lines)
 
 
 def build_wheel(directory: Path) -> Path:
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(directory),
-                    str(REPO)], check=True, capture_output=True)
+    completed = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir",
+                                str(directory), str(REPO)], capture_output=True, text=True)
+    if completed.returncode != 0:
+        print(f"{completed.stderr}error: could not build the project wheel", file=sys.stderr)
+        sys.exit(2)
     return next(directory.glob("*.whl"))
 
 
