@@ -66,13 +66,13 @@ deps=$OWN/deps-$(cat "$REPO/pyproject.toml" <(echo "train $pyver") | sha256sum |
 if [ ! -d "$deps" ]; then
     say "installing the train extra's aarch64 wheels for Python $pyver into $deps"
     rm -rf "$OWN"/deps-*
+    # pip's after-install check looks at the host venv, whose conflicts are not this root's: logged.
     "$VENV_PYTHON" "$REPO/scripts/pip_as.py" linux-aarch64 "$pyver" install --quiet --isolated --target "$deps.partial" \
-        --cache-dir "$CACHE/pip" "$WHEEL[train]" >&2
-    [ -d "$deps.partial/tensorflow" ] || die "pip installed no tensorflow for Python $pyver on aarch64"
+        --cache-dir "$CACHE/pip" "$WHEEL[train]" > "$WORK/deps.log" 2>&1 || true
+    [ -d "$deps.partial/tensorflow" ] || { cat "$WORK/deps.log" >&2; die "pip installed no tensorflow for Python $pyver on aarch64"; }
     mv "$deps.partial" "$deps"
 fi
 rm -rf "$OWN/app"
-# pip's after-install check looks at the host venv, whose conflicts are not this root's: log only.
 "$VENV_PYTHON" -m pip install --quiet --isolated --no-deps --target "$OWN/app" "$WHEEL" > "$WORK/app.log" 2>&1 ||
     { cat "$WORK/app.log" >&2; die "could not install the project into $OWN/app"; }
 say "arm64 train environment ready after $((SECONDS - started)) s"
