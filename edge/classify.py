@@ -28,6 +28,7 @@ from . import UserError
 from .collect import DEFAULT_SAVE_EVERY_S, DEFAULT_SAVE_MAX, UncertainSaver
 from .image import ImageError, load_rgb, resize_rgb
 from .model import Model, load_model
+from .mqtt import MqttOptions, MqttPublisher, check_options
 from .sources import VideoSource, image_files, open_camera
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class ClassifyOptions:
     margin: float | None = None  # top-two score difference below which a frame is uncertain
     save_every: float = DEFAULT_SAVE_EVERY_S  # seconds between saved uncertain frames, at least
     save_max: int = DEFAULT_SAVE_MAX  # images in the save_uncertain folder, at most
+    mqtt: MqttOptions | None = None  # publish debounced states and changes to a broker (edge.mqtt); None: off
 
 
 @dataclass
@@ -131,6 +133,8 @@ class Summary:
     seconds: float = 0.0
     interrupted: bool = False  # by Ctrl-C (SIGINT)
     terminated: bool = False  # by SIGTERM, a service manager's normal stop
+    broker_outages: int = 0  # times the --mqtt broker went away during the run
+    events_dropped: int = 0  # --mqtt events that did not fit the queue while the broker was away
 
     def __str__(self) -> str:
         parts = []
@@ -141,6 +145,9 @@ class Summary:
             parts.append(f"{self.stream.frames} frames: {self.stream}")
         if self.outages:
             parts.append(f"{self.outages} outage{'s' * (self.outages != 1)} survived")
+        if self.broker_outages or self.events_dropped:
+            parts.append(f"MQTT broker away {self.broker_outages} time{'s' * (self.broker_outages != 1)}, "
+                         f"{self.events_dropped} event{'s' * (self.events_dropped != 1)} dropped")
         ending = (" (interrupted)" if self.interrupted else " (terminated)" if self.terminated
                   else " (camera lost)" if self.source_lost else "")
         return f"{'; '.join(parts) or 'nothing classified'} in {self.seconds:.1f} s{ending}"
@@ -315,6 +322,8 @@ def _check_options(options: ClassifyOptions) -> None:
         raise UserError("--smooth must be at least 1")
     if (options.save or options.display or options.serve) and options.camera is None:
         raise UserError("--save, --display and --serve work with --camera (a camera, video file or stream)")
+    if options.mqtt and options.camera is None:
+        raise UserError("--mqtt publishes the state of --camera (a camera, video file or stream)")
     if options.save_uncertain and options.camera is None:
         raise UserError("--save_uncertain keeps frames of --camera (a camera, video file or stream)")
     if options.margin is not None and options.top_k < 2:
@@ -368,6 +377,8 @@ def run(options: ClassifyOptions, on_result: Callable[[Result], None],
         from .serve import parse_address
 
         parse_address(options.serve)  # a bad address is an error before the model is loaded
+    if options.mqtt:
+        check_options(options.mqtt)  # so is a bad --mqtt, or paho missing
     model = load_model(options.model, options.labels, options.num_threads, options.input_mean, options.input_std,
                        options.delegate)
     started = time.perf_counter()
@@ -398,7 +409,7 @@ def run(options: ClassifyOptions, on_result: Callable[[Result], None],
                             break
             if source is not None and results_left != 0 and not stop.is_set():
                 consumers = [stack.enter_context(contextlib.closing(consumer))
-                             for consumer in _frame_consumers(options, source, stop, on_serving)]
+                             for consumer in _frame_consumers(options, model, source, summary, stop, on_serving)]
                 with contextlib.closing(classify_stream(model, source, options, summary, stop, on_stats)) as results:
                     for frame, result in results:
                         # Consumers first: a caller that stops at this result still gets this frame saved.
@@ -414,10 +425,12 @@ def run(options: ClassifyOptions, on_result: Callable[[Result], None],
     return summary
 
 
-def _frame_consumers(options: ClassifyOptions, source: VideoSource, stop: threading.Event,
-                     on_serving: Callable[[str], None]) -> list:
+def _frame_consumers(options: ClassifyOptions, model: Model, source: VideoSource, summary: Summary,
+                     stop: threading.Event, on_serving: Callable[[str], None]) -> list:
     """The consumers of (frame, result) pairs the options ask for, each with add(frame, result) and close()."""
     consumers = []
+    if options.mqtt:  # first: a broker that cannot be reached is an error before anything else is opened
+        consumers.append(MqttPublisher(options.mqtt, model.labels, UNKNOWN_LABEL, model.path.name, summary))
     if options.save or options.display:
         consumers.append(_FrameOutput(options, source.fps or LIVE_SAVE_FPS, stop))
     if options.serve:
