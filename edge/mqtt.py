@@ -183,7 +183,7 @@ class MqttPublisher:
         self.candidate, self.run_length, self.state_label = None, 0, None
 
         self.connack = threading.Event()
-        self.refusal: str | None = None
+        self.failure: str | None = None  # why the first connection failed, once the broker answered or hung up
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edge-classify-{self.node_id}",
                                   protocol=mqtt.MQTTv311)
         if self.broker.username:
@@ -218,18 +218,17 @@ class MqttPublisher:
         except OSError as error:  # DNS, refused, unreachable, TLS
             raise UserError(f"cannot connect to the MQTT broker {self.broker}: {error.strerror or error}") from None
         self.client.loop_start()
-        if not self.connack.wait(CONNECT_TIMEOUT_S) or self.refusal:
+        if not self.connack.wait(CONNECT_TIMEOUT_S) or self.failure:
             self.client.loop_stop()
             self.client.disconnect()
-            raise UserError(f"the MQTT broker {self.broker} refused the connection: {self.refusal}" if self.refusal
-                            else f"no answer from the MQTT broker {self.broker} within {CONNECT_TIMEOUT_S:.0f} s")
+            raise UserError(self.failure or f"no answer from the MQTT broker {self.broker} within {CONNECT_TIMEOUT_S:.0f} s")
 
     # paho's network thread
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             if not self.connack.is_set():
-                self.refusal = str(reason_code)
+                self.failure = f"the MQTT broker {self.broker} refused the connection: {reason_code}"
                 self.connack.set()
             else:
                 logger.warning(f"the MQTT broker {self.broker} refused the reconnection: {reason_code}")
@@ -246,6 +245,11 @@ class MqttPublisher:
         self.connack.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if not self.connack.is_set():  # e.g. a TLS broker that wants a client certificate
+            self.failure = (f"the MQTT broker {self.broker} closed the connection before accepting it "
+                            f"({reason_code}); does it require a client certificate (--mqtt_cert)?")
+            self.connack.set()
+            return
         with self.changed:
             was_connected, self._connected = self._connected, False
             if self.closing or not was_connected:

@@ -7,12 +7,10 @@ that the broker sees it die, stop, and lose its connection.
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,8 +25,7 @@ from test_service import solid_jpeg, soak
 from edge.mqtt import SNAPSHOT_MAX_BYTES, snapshot_jpeg
 
 mqtt = pytest.importorskip("paho.mqtt.client")
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-if not (Path(MOSQUITTO).is_file() and shutil.which("mosquitto_sub")):
+if not (Path(soak.MOSQUITTO).is_file() and shutil.which("mosquitto_sub")):
     pytest.skip("Debian's mosquitto and mosquitto-clients are not installed (.ci/run installs them)",
                 allow_module_level=True)
 
@@ -36,51 +33,12 @@ TOPIC = "test/garage"
 NODE_ID = "test_garage"
 PREFIX = "homeassistant"
 LABELS = [*COLORS, "unknown"]
-WAIT_S = 20.0  # for any one message or broker start
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Broker:
-    """mosquitto on 127.0.0.1:port with a config written here; stop() and start() keep the port."""
-
-    def __init__(self, folder: Path, password_file: Path | None = None):
-        self.port, self.folder, self.process = free_port(), folder, None
-        auth = (f"allow_anonymous false\npassword_file {password_file}\n" if password_file
-                else "allow_anonymous true\n")
-        # `user`: as root, mosquitto would drop to a `mosquitto` user that cannot read pytest's folders.
-        self.config = folder / "mosquitto.conf"
-        self.config.write_text(f"listener {self.port} 127.0.0.1\n{auth}persistence false\nuser {getpass.getuser()}\n")
-        self.start()
-
-    def start(self) -> None:
-        self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.config)], stdout=subprocess.DEVNULL,
-                                        stderr=(self.folder / "mosquitto.log").open("a"))
-        deadline = time.monotonic() + WAIT_S
-        while time.monotonic() < deadline and self.process.poll() is None:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"mosquitto did not start: {(self.folder / 'mosquitto.log').read_text()}")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=WAIT_S)
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+WAIT_S = 20.0  # for any one message
 
 
 @pytest.fixture
 def broker(tmp_path):
-    broker = Broker(tmp_path)
+    broker = soak.Mosquitto(tmp_path)
     yield broker
     broker.stop()
 
@@ -122,7 +80,7 @@ class Subscriber:
 
 def retained(port: int, topic: str, *login: str) -> dict[str, bytes]:
     """The retained messages under `topic` (a filter), as mosquitto_sub reads them; login: -u USER -P PASSWORD."""
-    completed = subprocess.run(["mosquitto_sub", "-p", str(port), "-t", topic, "--retained-only", "-W", "2",
+    completed = subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-t", topic, "--retained-only", "-W", "2",
                                 "-F", "%t %p", *login], capture_output=True, timeout=WAIT_S)
     return dict(line.split(b" ", 1) for line in completed.stdout.splitlines() if b" " in line)
 
@@ -130,7 +88,7 @@ def retained(port: int, topic: str, *login: str) -> dict[str, bytes]:
 class EdgeRun:
     """`edge-classify --camera URL --json --mqtt ...` in a subprocess; its results counted on a thread."""
 
-    def __init__(self, model: Path, camera_url: str, broker: Broker, *args: str, setup: str = ""):
+    def __init__(self, model: Path, camera_url: str, broker: soak.Mosquitto, *args: str, setup: str = ""):
         code = f"{setup}\nfrom edge.cli import main; main()"
         self.process = subprocess.Popen(
             [sys.executable, "-c", code, "--model", str(model), "--camera", camera_url, "--json",
@@ -291,7 +249,7 @@ def test_password_from_a_file_or_the_environment_never_argv(color_models, tmp_pa
     password_file = tmp_path / "passwords"
     subprocess.run(["mosquitto_passwd", "-c", "-b", str(password_file), "edge", "s3cret"], check=True, timeout=WAIT_S)
     os.chmod(password_file, 0o600)
-    broker = Broker(tmp_path, password_file)
+    broker = soak.Mosquitto(tmp_path, f"allow_anonymous false\npassword_file {password_file}")
     clip = write_video(tmp_path / "clip.avi", ["blue"] * 4)
     secret = tmp_path / "secret"
     secret.write_text("s3cret\n")
@@ -315,6 +273,49 @@ def test_password_from_a_file_or_the_environment_never_argv(color_models, tmp_pa
         broker.stop()
 
 
+def make_certificates(folder: Path) -> None:
+    """ca.pem, the broker's server.pem/server.key for 127.0.0.1, and client.pem/client.key, signed by the CA."""
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True, timeout=WAIT_S)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test CA",
+            "-keyout", "ca.key", "-out", "ca.pem")
+    for name, extension in (("server", "subjectAltName=IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key",
+                "-out", f"{name}.csr")
+        (folder / f"{name}.ext").write_text(extension + "\n")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.pem")
+
+
+def test_tls_with_a_ca_file_and_a_client_certificate(color_models, tmp_path):
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed")
+    make_certificates(tmp_path)
+    broker = soak.Mosquitto(tmp_path, f"allow_anonymous true\ncafile {tmp_path / 'ca.pem'}\ncertfile {tmp_path / 'server.pem'}\n"
+                              f"keyfile {tmp_path / 'server.key'}\nrequire_certificate true")
+    clip = write_video(tmp_path / "clip.avi", ["green"] * 4)
+    url = f"mqtts://127.0.0.1:{broker.port}"
+    client = ["--mqtt_cert", tmp_path / "client.pem", "--mqtt_key", tmp_path / "client.key"]
+    try:
+        result = invoke("--model", color_models["float"], "--camera", clip, "--mqtt", url, "--mqtt_topic", TOPIC,
+                        "--mqtt_ca", tmp_path / "ca.pem", *client)
+        assert result.exit_code == 0, result.output
+        state = retained(broker.port, f"{TOPIC}/state", "--cafile", str(tmp_path / "ca.pem"),
+                         "--cert", str(tmp_path / "client.pem"), "--key", str(tmp_path / "client.key"))
+        assert json.loads(state[f"{TOPIC}/state".encode()])["label"] == "green"
+        # The system's authorities do not know this CA; without a client certificate the broker hangs up.
+        for args, expected in (
+                (client, f"cannot connect to the MQTT broker 127.0.0.1:{broker.port}: [SSL: CERTIFICATE_VERIFY_FAILED]"),
+                (["--mqtt_ca", tmp_path / "ca.pem"],
+                 f"the MQTT broker 127.0.0.1:{broker.port} closed the connection before accepting it")):
+            result = invoke("--model", color_models["float"], "--camera", clip, "--mqtt", url, *args)
+            assert result.exit_code == 2, result.output
+            assert result.stderr.startswith(f"error: {expected}") and result.stderr.count("\n") == 1, result.stderr
+    finally:
+        broker.stop()
+
+
 @pytest.mark.parametrize("url, expected", [
     ("http://127.0.0.1", "--mqtt takes mqtt[s]://[user@]host[:port], not 'http://127.0.0.1'"),
     ("mqtt://127.0.0.1:99999", "--mqtt takes mqtt[s]://[user@]host[:port]"),
@@ -323,7 +324,7 @@ def test_password_from_a_file_or_the_environment_never_argv(color_models, tmp_pa
     ("mqtt://127.0.0.1:{closed}", "cannot connect to the MQTT broker 127.0.0.1:{closed}: Connection refused"),
 ])
 def test_bad_broker_is_one_error_line(url, expected, color_models, tmp_path):
-    closed = free_port()
+    closed = soak.free_port()
     clip = write_video(tmp_path / "clip.avi", ["red"] * 2)
     result = invoke("--model", color_models["float"], "--camera", clip, "--mqtt", url.format(closed=closed))
     assert result.exit_code == 2, result.output
