@@ -44,6 +44,7 @@ DEFAULT_HEARTBEAT_S = 60.0
 PASSWORD_ENV = "EDGE_CLASSIFY_MQTT_PASSWORD"  # the password, unless --mqtt_password_file names a file
 PORTS = {"mqtt": 1883, "mqtts": 8883}
 EVENT_QUEUE_MAX = 100  # events kept while the broker is away; older ones are dropped and counted
+PAHO_QUEUE_MAX = 1000  # messages paho holds unacknowledged: bounds memory when a broker stops answering
 SNAPSHOT_MAX_BYTES = 64 * 1024  # a retained message every client receives at subscription: kept small
 SNAPSHOT_QUALITIES = (85, 70, 50)  # JPEG qualities tried in turn, then the frame is halved and retried
 QOS = 1  # at least once: a state or event is not lost between the client and the broker
@@ -194,6 +195,8 @@ class MqttPublisher:
                                 keyfile=options.key_file and str(options.key_file))
         self.client.will_set(self.topic_of("availability"), "offline", qos=QOS, retain=True)
         self.client.reconnect_delay_set(*RECONNECT_DELAY_S)
+        self.client.max_queued_messages_set(PAHO_QUEUE_MAX)
+        self.queue_full = mqtt.MQTT_ERR_QUEUE_SIZE
         self.client.on_connect, self.client.on_disconnect = self._on_connect, self._on_disconnect
         self.client.on_message = self._on_message
         self._connect()
@@ -320,8 +323,10 @@ class MqttPublisher:
             if state is not None:
                 self.client.publish(self.topic_of("state"), self.payload(state), qos=QOS, retain=True)
             for result, previous in events:
-                self.client.publish(self.topic_of("event"), self.payload(result, event_type=result.label,
-                                                                          previous=previous), qos=QOS)
+                message = self.client.publish(self.topic_of("event"), self.payload(
+                    result, event_type=result.label, previous=previous), qos=QOS)
+                if message.rc == self.queue_full:
+                    self.events_dropped += 1
             if snapshot is not None:
                 self.client.publish(self.topic_of("snapshot"), snapshot_jpeg(snapshot), qos=QOS, retain=True)
             if closing:

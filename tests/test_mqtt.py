@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -338,6 +340,25 @@ def test_mqtt_without_paho_is_one_sentence(color_models, tmp_path):
                                 "--mqtt", "mqtt://127.0.0.1"], capture_output=True, text=True, timeout=WAIT_S)
     assert completed.returncode == 2
     assert completed.stderr == "error: --mqtt needs paho-mqtt: pip install 'retrain-edge[mqtt]'\n"
+
+
+def test_the_garage_example_of_the_unit_and_the_docs_runs(broker, color_models, tmp_path):
+    unit = (REPO / "scripts" / "edge-classify.service").read_text()
+    options = re.search(r'^#   Environment="EDGE_CLASSIFY_OPTIONS=(.*)"$', unit, re.MULTILINE).group(1)
+    assert f'Environment="EDGE_CLASSIFY_OPTIONS={options}"' in (REPO / "docs" / "home-assistant.md").read_text()
+    if "--crop" not in invoke("--help").stdout:
+        pytest.skip("--crop, --motion and --interval are not in this build (issue 19, items 1 and 2)")
+    args = shlex.split(options)
+    assert {"--crop", "--motion", "--interval", "--emit", "--mqtt"} <= set(args)
+    args[args.index("--mqtt") + 1] = broker.url  # the example's broker and port, as in test_service.py
+    args[args.index("--serve") + 1] = "127.0.0.1:0"
+    topic = args[args.index("--mqtt_topic") + 1]
+    clip = write_video(tmp_path / "clip.avi", ["red"] * 10 + ["blue"] * 10)
+    result = invoke("--model", color_models["float"], "--camera", clip, *args)
+    assert result.exit_code == 0, result.output
+    kept = retained(broker.port, "#")
+    assert kept[f"{topic}/availability".encode()] == b"stopped"
+    assert f"{PREFIX}/sensor/{topic.replace('/', '_')}/label/config".encode() in kept
 
 
 def test_snapshot_stays_under_its_limit_for_a_noisy_frame():
