@@ -137,8 +137,8 @@ def classify(
         input_mean=input_mean, input_std=input_std, top_k=top_k, threshold=threshold, max_frames=max_frames,
         smooth=smooth, save=save, display=display, max_reconnects=max_reconnects, serve=serve, emit=emit,
         delegate=delegate, save_uncertain=save_uncertain, margin=margin, save_every=save_every, save_max=save_max,
-        mqtt=mqtt and MqttOptions(mqtt, mqtt_topic, mqtt_password_file, mqtt_ca, mqtt_cert, mqtt_key, debounce, heartbeat,
-                                  mqtt_snapshot, not no_discovery, discovery_prefix))
+        mqtt=mqtt and MqttOptions(mqtt, mqtt_topic, mqtt_password_file, mqtt_ca, mqtt_cert, mqtt_key, debounce,
+                                  heartbeat, mqtt_snapshot, not no_discovery, discovery_prefix))
 
     def on_result(result: Result) -> None:
         print(json.dumps(result.to_json()) if json_lines else _format_result(result, camera), flush=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
 import socket
 import threading
@@ -132,8 +133,6 @@ def check_options(options: MqttOptions) -> Broker:
 def _password(options: MqttOptions) -> str | None:
     if options.password_file is not None:
         return options.password_file.read_text().rstrip("\r\n")
-    import os
-
     return os.environ.get(PASSWORD_ENV)
 
 
@@ -224,7 +223,8 @@ class MqttPublisher:
         if not self.connack.wait(CONNECT_TIMEOUT_S) or self.failure:
             self.client.loop_stop()
             self.client.disconnect()
-            raise UserError(self.failure or f"no answer from the MQTT broker {self.broker} within {CONNECT_TIMEOUT_S:.0f} s")
+            raise UserError(self.failure
+                            or f"no answer from the MQTT broker {self.broker} within {CONNECT_TIMEOUT_S:.0f} s")
 
     # paho's network thread
 
@@ -249,8 +249,10 @@ class MqttPublisher:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if not self.connack.is_set():  # e.g. a TLS broker that wants a client certificate
+            hint = ("; does it require a client certificate (--mqtt_cert)?"
+                    if self.broker.tls and not self.options.cert_file else "")
             self.failure = (f"the MQTT broker {self.broker} closed the connection before accepting it "
-                            f"({reason_code}); does it require a client certificate (--mqtt_cert)?")
+                            f"({reason_code}){hint}")
             self.connack.set()
             return
         with self.changed:
@@ -326,7 +328,8 @@ class MqttPublisher:
                 message = self.client.publish(self.topic_of("event"), self.payload(
                     result, event_type=result.label, previous=previous), qos=QOS)
                 if message.rc == self.queue_full:
-                    self.events_dropped += 1
+                    with self.changed:
+                        self.events_dropped += 1
             if snapshot is not None:
                 self.client.publish(self.topic_of("snapshot"), snapshot_jpeg(snapshot), qos=QOS, retain=True)
             if closing:

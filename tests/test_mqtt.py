@@ -82,8 +82,8 @@ class Subscriber:
 
 def retained(port: int, topic: str, *login: str) -> dict[str, bytes]:
     """The retained messages under `topic` (a filter), as mosquitto_sub reads them; login: -u USER -P PASSWORD."""
-    completed = subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-t", topic, "--retained-only", "-W", "2",
-                                "-F", "%t %p", *login], capture_output=True, timeout=WAIT_S)
+    completed = subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-t", topic, "--retained-only",
+                                "-W", "2", "-F", "%t %p", *login], capture_output=True, timeout=WAIT_S)
     return dict(line.split(b" ", 1) for line in completed.stdout.splitlines() if b" " in line)
 
 
@@ -135,7 +135,8 @@ def test_discovery_and_a_state_that_changes_only_after_the_debounce(broker, colo
     subscriber.close()
 
     states = [json.loads(payload) for payload in subscriber.on("state")]
-    assert [(state["label"], state["frame"]) for state in states] == [("red", 2), ("green", 15)]
+    # A state carries the freshest result of its label: the change's, or a later one if the publisher came later.
+    assert [state["label"] for state in states] == ["red", "green"] and states[1]["frame"] >= 15
     state = states[-1]
     assert state["schema"] == 1 and state["model"] == "float.tflite" and state["score"] == state["top_k"][0]["score"]
     assert set(json_lines(result.stdout)[0]) <= set(state), "the payload carries --json's fields"
@@ -260,7 +261,8 @@ def test_password_from_a_file_or_the_environment_never_argv(color_models, tmp_pa
         result = invoke("--model", color_models["float"], "--camera", clip, "--mqtt", url, "--mqtt_topic", TOPIC,
                         "--mqtt_password_file", secret)
         assert result.exit_code == 0, result.output
-        assert json.loads(retained(broker.port, f"{TOPIC}/state", "-u", "edge", "-P", "s3cret")[f"{TOPIC}/state".encode()])["label"] == "blue"
+        state = retained(broker.port, f"{TOPIC}/state", "-u", "edge", "-P", "s3cret")[f"{TOPIC}/state".encode()]
+        assert json.loads(state)["label"] == "blue"
         refused = f"error: the MQTT broker 127.0.0.1:{broker.port} refused the connection: Not authorized\n"
         for password in (None, "wrong"):
             if password:
@@ -294,8 +296,9 @@ def test_tls_with_a_ca_file_and_a_client_certificate(color_models, tmp_path):
     if not shutil.which("openssl"):
         pytest.skip("openssl is not installed")
     make_certificates(tmp_path)
-    broker = soak.Mosquitto(tmp_path, f"allow_anonymous true\ncafile {tmp_path / 'ca.pem'}\ncertfile {tmp_path / 'server.pem'}\n"
-                              f"keyfile {tmp_path / 'server.key'}\nrequire_certificate true")
+    broker = soak.Mosquitto(tmp_path, f"allow_anonymous true\ncafile {tmp_path / 'ca.pem'}\n"
+                                      f"certfile {tmp_path / 'server.pem'}\nkeyfile {tmp_path / 'server.key'}\n"
+                                      "require_certificate true")
     clip = write_video(tmp_path / "clip.avi", ["green"] * 4)
     url = f"mqtts://127.0.0.1:{broker.port}"
     client = ["--mqtt_cert", tmp_path / "client.pem", "--mqtt_key", tmp_path / "client.key"]
@@ -308,7 +311,8 @@ def test_tls_with_a_ca_file_and_a_client_certificate(color_models, tmp_path):
         assert json.loads(state[f"{TOPIC}/state".encode()])["label"] == "green"
         # The system's authorities do not know this CA; without a client certificate the broker hangs up.
         for args, expected in (
-                (client, f"cannot connect to the MQTT broker 127.0.0.1:{broker.port}: [SSL: CERTIFICATE_VERIFY_FAILED]"),
+                (client, f"cannot connect to the MQTT broker 127.0.0.1:{broker.port}: "
+                         "[SSL: CERTIFICATE_VERIFY_FAILED]"),
                 (["--mqtt_ca", tmp_path / "ca.pem"],
                  f"the MQTT broker 127.0.0.1:{broker.port} closed the connection before accepting it")):
             result = invoke("--model", color_models["float"], "--camera", clip, "--mqtt", url, *args)
