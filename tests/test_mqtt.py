@@ -19,12 +19,14 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import COLORS, REPO, TEST_TIMEOUT_S
 from test_edge import invoke, json_lines, write_video
 from test_service import solid_jpeg, soak
 
-from edge.mqtt import SNAPSHOT_MAX_BYTES, snapshot_jpeg
+from edge.classify import Result, Summary
+from edge.mqtt import EVENT_QUEUE_MAX, SNAPSHOT_MAX_BYTES, MqttOptions, MqttPublisher, snapshot_jpeg
 
 mqtt = pytest.importorskip("paho.mqtt.client")
 if not (Path(soak.MOSQUITTO).is_file() and shutil.which("mosquitto_sub")):
@@ -248,6 +250,36 @@ def test_broker_away_for_5_s_the_run_goes_on_and_catches_up(broker, camera, colo
     assert f"warning: MQTT broker 127.0.0.1:{broker.port} is back after" in stderr
 
 
+def test_while_the_broker_is_away_the_newest_events_wait_and_the_oldest_are_dropped_and_counted(broker):
+    summary = Summary()
+    publisher = MqttPublisher(MqttOptions(broker.url, TOPIC, debounce=1), list(COLORS), "unknown", "m.tflite", summary)
+    frame = np.zeros((8, 8, 3), np.uint8)
+    try:
+        broker.stop()
+        deadline = time.monotonic() + WAIT_S
+        while publisher.connected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not publisher.connected
+        changes = 3 * EVENT_QUEUE_MAX
+        for index in range(changes + 1):  # the first result is the state; each one after it a change
+            label = COLORS[index % 2]
+            publisher.add(frame, Result("camera", index, time.time(), label, [(label, 1.0)], 1.0, 1.0))
+        assert publisher.events_dropped == changes - EVENT_QUEUE_MAX
+        broker.start()
+        subscriber = Subscriber(broker.port)  # before the publisher's reconnection: its back-off waits >= 1 s
+        subscriber.wait_for(lambda: len(subscriber.on("event")) >= EVENT_QUEUE_MAX, "the queued events")
+        subscriber.wait_for(lambda: subscriber.on("state"), "the state")
+        subscriber.close()
+    finally:
+        publisher.close()
+    events = [json.loads(payload) for payload in subscriber.on("event")]
+    # The newest EVENT_QUEUE_MAX changes, in order; the state is the last result.
+    assert [event["frame"] for event in events] == list(range(changes + 1 - EVENT_QUEUE_MAX, changes + 1))
+    assert all(event["previous"] != event["event_type"] for event in events)
+    assert json.loads(subscriber.on("state")[-1])["frame"] == changes
+    assert (summary.broker_outages, summary.events_dropped) == (1, changes - EVENT_QUEUE_MAX)
+
+
 def test_password_from_a_file_or_the_environment_never_argv(color_models, tmp_path):
     password_file = tmp_path / "passwords"
     subprocess.run(["mosquitto_passwd", "-c", "-b", str(password_file), "edge", "s3cret"], check=True, timeout=WAIT_S)
@@ -366,8 +398,6 @@ def test_the_garage_example_of_the_unit_and_the_docs_runs(broker, color_models, 
 
 
 def test_snapshot_stays_under_its_limit_for_a_noisy_frame():
-    import numpy as np
-
     noise = np.random.default_rng(0).integers(0, 256, (720, 1280, 3), np.uint8)  # JPEG's worst case
     jpeg = snapshot_jpeg(noise)
     assert jpeg.startswith(b"\xff\xd8") and len(jpeg) <= SNAPSHOT_MAX_BYTES
