@@ -95,7 +95,7 @@ def classify(
     save_max: int = typer.Option(DEFAULT_SAVE_MAX, "--save_max", "--save-max", metavar="N", help=(
         "With --save_uncertain: stop saving while DIR holds this many images (counting those already there).")),
     mqtt: Optional[str] = typer.Option(None, "--mqtt", metavar="mqtt[s]://[user@]host[:port]", help=(
-        "Publish the debounced label of --camera to this MQTT broker (needs retrain-edge[mqtt]), with Home "
+        "Publish the debounced label of --camera to this MQTT broker (needs paho-mqtt: the mqtt extra), with Home "
         f"Assistant discovery. The password comes from ${PASSWORD_ENV} or --mqtt_password_file, never the URL.")),
     mqtt_topic: Optional[str] = typer.Option(None, "--mqtt_topic", "--mqtt-topic", help=(
         "Base topic of availability, state, event and snapshot (default: edge-classify/<host name>).")),
