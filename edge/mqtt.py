@@ -35,6 +35,8 @@ import numpy as np
 from PIL import Image
 
 from . import UserError
+from .classify import Summary
+from .results import UNKNOWN_LABEL, Result
 
 logger = logging.getLogger(__name__)
 
@@ -155,15 +157,15 @@ class MqttPublisher:
     `connected` and `status()` tell the live view how the link is; `close()` says `stopped`.
     """
 
-    def __init__(self, options: MqttOptions, labels: list[str], unknown_label: str, model_name: str, summary):
-        """summary: the run's Summary, whose broker_outages and events_dropped close() fills in."""
+    def __init__(self, options: MqttOptions, labels: list[str], model_name: str, summary: Summary):
+        """labels: the model's; summary: the run's, whose broker_outages and events_dropped close() fills in."""
         import paho.mqtt.client as mqtt
 
         self.broker = check_options(options)
         self.options = options
         self.topic = (options.topic or f"edge-classify/{device_id()}").strip("/")
         self.node_id = re.sub(r"[^a-zA-Z0-9_-]", "_", self.topic)
-        self.labels = list(dict.fromkeys([*labels, unknown_label]))
+        self.labels = list(dict.fromkeys([*labels, UNKNOWN_LABEL]))
         self.model_name, self.summary = model_name, summary
         self.events_dropped = 0
         self.outages = 0  # times the broker went away after the start
@@ -272,7 +274,7 @@ class MqttPublisher:
 
     # the classify loop
 
-    def add(self, frame: np.ndarray, result) -> None:
+    def add(self, frame: np.ndarray, result: Result) -> None:
         """Debounce `result`'s label; on a change, hand the state, event and snapshot to the publisher thread."""
         label = result.label
         self.run_length = self.run_length + 1 if label == self.candidate else 1
@@ -335,7 +337,7 @@ class MqttPublisher:
             if closing:
                 return
 
-    def payload(self, result, **extra) -> str:
+    def payload(self, result: Result, **extra) -> str:
         """`--json`'s fields of `result` with the schema version, the model and the top score, and `extra`."""
         return json.dumps({"schema": SCHEMA_VERSION, **result.to_json(), "model": self.model_name,
                            "score": round(result.top_k[0][1], 6) if result.top_k else None, **extra})

@@ -25,8 +25,9 @@ from conftest import COLORS, REPO, TEST_TIMEOUT_S
 from test_edge import invoke, json_lines, write_video
 from test_service import solid_jpeg, soak
 
-from edge.classify import Result, Summary
+from edge.classify import Summary
 from edge.mqtt import EVENT_QUEUE_MAX, SNAPSHOT_MAX_BYTES, MqttOptions, MqttPublisher, snapshot_jpeg
+from edge.results import Result
 
 mqtt = pytest.importorskip("paho.mqtt.client")
 if not (Path(soak.MOSQUITTO).is_file() and shutil.which("mosquitto_sub")):
@@ -252,7 +253,7 @@ def test_broker_away_for_5_s_the_run_goes_on_and_catches_up(broker, camera, colo
 
 def test_while_the_broker_is_away_the_newest_events_wait_and_the_oldest_are_dropped_and_counted(broker):
     summary = Summary()
-    publisher = MqttPublisher(MqttOptions(broker.url, TOPIC, debounce=1), list(COLORS), "unknown", "m.tflite", summary)
+    publisher = MqttPublisher(MqttOptions(broker.url, TOPIC, debounce=1), list(COLORS), "m.tflite", summary)
     frame = np.zeros((8, 8, 3), np.uint8)
     try:
         broker.stop()
