@@ -101,7 +101,8 @@ def classify(
     mqtt_key: Optional[Path] = typer.Option(None, "--mqtt_key", "--mqtt-key", help=(
         "With --mqtt_cert: its private key, when not in the same file.")),
     mqtt_snapshot: bool = typer.Option(False, "--mqtt_snapshot", "--mqtt-snapshot", help=(
-        "Also publish a JPEG of the frame (at most 64 KB) at each change, retained, and a Home Assistant image.")),
+        "Also publish a JPEG of the region classified (at most 64 KB) at each change, retained, and a Home Assistant "
+        "image.")),
     debounce: int = typer.Option(DEFAULT_DEBOUNCE, "--debounce", metavar="N", help=(
         "With --mqtt: the state changes after N identical results in a row (after --smooth and --threshold).")),
     heartbeat: float = typer.Option(DEFAULT_HEARTBEAT_S, "--heartbeat", metavar="SECONDS", help=(

@@ -77,7 +77,7 @@ def frame_consumers(options: ConsumerOptions, classify: ClassifyOptions,
         consumers: list[FrameConsumer] = []
         with contextlib.ExitStack() as opened:  # one that cannot open closes those opened before it
             if options.mqtt:
-                consumers.append(MqttPublisher(options.mqtt, model.labels, model.path.name, summary))
+                consumers.append(MqttPublisher(options.mqtt, model.labels, model.path.name, summary, health))
                 opened.callback(consumers[-1].close)
             if options.save or options.display:
                 consumers.append(FrameOutput(options.save, options.display, fps or LIVE_SAVE_FPS, stop))

@@ -6,7 +6,7 @@ the host name):
   publishes when the process dies or the network goes; `stopped` at a clean exit.
 - state (retained): the debounced label with its scores, on each change and every --heartbeat.
 - event: each debounced change, with the previous label.
-- snapshot (retained, with --mqtt_snapshot): a JPEG of the frame at each change.
+- snapshot (retained, with --mqtt_snapshot): a JPEG of the region classified (--crop) at each change.
 Payloads are `--json`'s fields plus `schema`, `model` and `score` (see docs/home-assistant.md).
 
 Three threads share the work, so that the classify loop never waits on the network: the loop's
@@ -36,6 +36,7 @@ from PIL import Image
 
 from . import UserError
 from .classify import Summary
+from .health import Health
 from .results import UNKNOWN_LABEL, Result
 
 logger = logging.getLogger(__name__)
@@ -157,8 +158,10 @@ class MqttPublisher:
     `connected` and `status()` tell the live view how the link is; `close()` says `stopped`.
     """
 
-    def __init__(self, options: MqttOptions, labels: list[str], model_name: str, summary: Summary):
-        """labels: the model's; summary: the run's, whose broker_outages and events_dropped close() fills in."""
+    def __init__(self, options: MqttOptions, labels: list[str], model_name: str, summary: Summary,
+                 health: Health | None = None):
+        """labels: the model's; summary: the run's, whose broker_outages and events_dropped close() fills in;
+        health: the live view's, whose `mqtt` says whether the broker is connected."""
         import paho.mqtt.client as mqtt
 
         self.broker = check_options(options)
@@ -166,7 +169,7 @@ class MqttPublisher:
         self.topic = (options.topic or f"edge-classify/{device_id()}").strip("/")
         self.node_id = re.sub(r"[^a-zA-Z0-9_-]", "_", self.topic)
         self.labels = list(dict.fromkeys([*labels, UNKNOWN_LABEL]))
-        self.model_name, self.summary = model_name, summary
+        self.model_name, self.summary, self.health = model_name, summary, health
         self.events_dropped = 0
         self.outages = 0  # times the broker went away after the start
         # Shared between the classify loop, the publisher thread and paho's thread, under `changed`.
@@ -244,6 +247,7 @@ class MqttPublisher:
             self._connected = True
             self.announce_due = True
             self.changed.notify()
+        self._tell_health()
         if self.lost_at is not None:
             logger.warning(f"MQTT broker {self.broker} is back after {time.monotonic() - self.lost_at:.1f} s")
             self.lost_at = None
@@ -263,8 +267,13 @@ class MqttPublisher:
                 return
             self.outages += 1
             self.lost_at = time.monotonic()
+        self._tell_health()
         logger.warning(f"MQTT broker {self.broker} lost ({reason_code}); reconnecting, keeping the latest state "
                        f"and up to {EVENT_QUEUE_MAX} events")
+
+    def _tell_health(self) -> None:
+        if self.health is not None:
+            self.health.mqtt = "connected" if self._connected else "disconnected"
 
     def _on_message(self, client, userdata, message) -> None:
         if message.payload == b"online":  # Home Assistant (re)started: it has to hear the configs again
@@ -292,7 +301,8 @@ class MqttPublisher:
                     self.events_dropped += 1
                 self.events.append((result, previous))
             if self.options.snapshot:
-                self.snapshot_frame, self.snapshot_due = frame.copy(), True
+                x, y, width, height = result.region or (0, 0, frame.shape[1], frame.shape[0])
+                self.snapshot_frame, self.snapshot_due = frame[y:y + height, x:x + width].copy(), True
             self.changed.notify()
 
     # the publisher thread

@@ -7,6 +7,7 @@ that the broker sees it die, stop, and lose its connection.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -21,11 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from conftest import COLORS, REPO, TEST_TIMEOUT_S
 from test_edge import invoke, json_lines, write_video
 from test_service import solid_jpeg, soak
 
 from edge.classify import Summary
+from edge.health import Health
 from edge.mqtt import EVENT_QUEUE_MAX, SNAPSHOT_MAX_BYTES, MqttOptions, MqttPublisher, snapshot_jpeg
 from edge.results import Result
 
@@ -252,27 +255,32 @@ def test_broker_away_for_5_s_the_run_goes_on_and_catches_up(broker, camera, colo
 
 
 def test_while_the_broker_is_away_the_newest_events_wait_and_the_oldest_are_dropped_and_counted(broker):
-    summary = Summary()
-    publisher = MqttPublisher(MqttOptions(broker.url, TOPIC, debounce=1), list(COLORS), "m.tflite", summary)
-    frame = np.zeros((8, 8, 3), np.uint8)
+    summary, health = Summary(), Health()
+    publisher = MqttPublisher(MqttOptions(broker.url, TOPIC, debounce=1, snapshot=True), list(COLORS), "m.tflite",
+                              summary, health)
+    frame = np.zeros((48, 64, 3), np.uint8)
+    region = (8, 4, 20, 10)  # x, y, width, height: the --crop region, which the snapshot shows
     try:
+        assert health.mqtt == "connected"
         broker.stop()
         deadline = time.monotonic() + WAIT_S
         while publisher.connected and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not publisher.connected
+        assert not publisher.connected and health.mqtt == "disconnected"
         changes = 3 * EVENT_QUEUE_MAX
         for index in range(changes + 1):  # the first result is the state; each one after it a change
             label = COLORS[index % 2]
-            publisher.add(frame, Result("camera", index, time.time(), label, [(label, 1.0)], 1.0, 1.0))
+            publisher.add(frame, Result("camera", index, time.time(), label, [(label, 1.0)], 1.0, 1.0, region=region))
         assert publisher.events_dropped == changes - EVENT_QUEUE_MAX
         broker.start()
         subscriber = Subscriber(broker.port)  # before the publisher's reconnection: its back-off waits >= 1 s
         subscriber.wait_for(lambda: len(subscriber.on("event")) >= EVENT_QUEUE_MAX, "the queued events")
-        subscriber.wait_for(lambda: subscriber.on("state"), "the state")
+        subscriber.wait_for(lambda: subscriber.on("state") and subscriber.on("snapshot"), "the state and snapshot")
         subscriber.close()
+        assert health.mqtt == "connected"
     finally:
         publisher.close()
+    assert Image.open(io.BytesIO(subscriber.on("snapshot")[-1])).size == region[2:]
     events = [json.loads(payload) for payload in subscriber.on("event")]
     # The newest EVENT_QUEUE_MAX changes, in order; the state is the last result.
     assert [event["frame"] for event in events] == list(range(changes + 1 - EVENT_QUEUE_MAX, changes + 1))
