@@ -78,6 +78,8 @@ def train_and_report(options) -> None:
     steps, kept_step = result.run["hyperparameters"]["how_many_training_steps"], result.run["kept_step"]
     if kept_step != steps:
         typer.echo(f"kept the head of step {kept_step} of {steps}: the lowest validation cross entropy")
+    for step, reason in result.run["skipped_steps"].items():
+        typer.echo(f"skipped {step.replace('_', ' ')}: {reason}")
     if result.run["calibration"]["fitted_on"]:
         typer.echo(f"temperature {result.run['calibration']['temperature']:.2f}, fitted on the validation split, "
                    f"folded into the final layer")
