@@ -164,6 +164,54 @@ def test_a_restart_finishes_a_journalled_move_the_crash_cut_short(tmp_path):
     assert tree(source, data) == before  # sidecars included: the line went to DATA and came back
 
 
+def test_audit_mode_moves_flagged_photos_between_the_datasets_own_folders(tmp_path):
+    image_dir, _ = make_folders(tmp_path, 30)  # a dataset of three classes
+    flagged = sorted((image_dir / "roses").iterdir())[:2]
+    report_dir = tmp_path / "report"
+    report_dir.mkdir()
+    (report_dir / "audit.json").write_text(json.dumps({"image_dir": str(image_dir), "suspected_mislabels": [
+        {"path": f"roses/{flagged[0].name}", "label": "roses", "predicted": "tulips", "confidence": 0.85},
+        {"path": f"roses/{flagged[1].name}", "label": "roses", "predicted": "tulips", "confidence": 0.95}]}))
+    session = ReviewSession(ReviewOptions(audit=report_dir, thumbnail_dir=tmp_path / "thumbnails"))
+    try:
+        photos = session.listing()["photos"]
+        assert [(photo["name"], photo["labelled"], photo["group"], photo["class"], photo["moved"]) for photo in photos] == [
+            (flagged[1].name, "roses", "tulips", "roses", False),  # the more confident flag first
+            (flagged[0].name, "roses", "tulips", "roses", False)]
+        session.assign([0], "tulips")
+        session.discard([1])
+    finally:
+        session.close()
+    assert (image_dir / "tulips" / flagged[1].name).exists()
+    assert (image_dir / DISCARDED_FOLDER / "roses" / flagged[0].name).exists()
+    assert list_images(image_dir).labels == list(CLASSES)  # the journal and the discarded are no classes
+    with pytest.raises(Exception, match="leave out --into"):
+        ReviewSession(ReviewOptions(into=tmp_path / "elsewhere", audit=report_dir))
+    result = CliRunner().invoke(app, ["review", "--audit", str(tmp_path / "nothing")])
+    assert result.exit_code == 2 and "has no audit.json: run retrain-edge audit" in result.output
+
+
+def test_after_a_failed_rename_nothing_more_is_done_until_a_restart_finishes_the_action(tmp_path):
+    source, data = make_folders(tmp_path, 3)
+    session = session_of(source, data, tmp_path)
+    try:
+        photos = session.listing()["photos"]
+        gone = next(source.glob(f"*/{photos[0]['name']}"))
+        gone.unlink()  # by hand, behind review's back
+        with pytest.raises(Exception, match="cannot move"):
+            session.assign([0, 1], "roses")
+        with pytest.raises(Exception, match="start review again"):
+            session.discard([2])
+    finally:
+        session.close()
+    session = session_of(source, data, tmp_path)
+    try:
+        photos = session.listing()["photos"]
+        assert [photo["class"] for photo in photos] == ["roses", None]  # the journalled move of photo 1, finished
+    finally:
+        session.close()
+
+
 def test_a_second_review_of_one_folder_is_refused(tmp_path):
     source, data = make_folders(tmp_path, 1)
     session = session_of(source, data, tmp_path)
@@ -320,7 +368,8 @@ def test_sigkill_while_moving_leaves_a_state_a_restart_makes_consistent(tmp_path
 
 
 def wait_for(page, expression: str, argument=None) -> None:
-    page.wait_for_function(expression, arg=argument, timeout=20_000)
+    # Timed polling: a tab in the background gets no animation frames to poll on.
+    page.wait_for_function(expression, arg=argument, polling=50, timeout=20_000)
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (apt-get install chromium)")

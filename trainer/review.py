@@ -186,6 +186,7 @@ class ReviewSession:
         self.steps: list[dict] = []  # the journal's moves, in order
         self.version = 0  # changes made by this run; the page asks for those after the version it has
         self.changed_at: dict[int, int] = {}  # photo id -> version of its last change
+        self.stopped: str | None = None  # why no more action is taken, after a rename failed
         self._recover()
         self.photos = self._list(audit_entries)
         self._attach_records()
@@ -432,6 +433,8 @@ class ReviewSession:
 
     def _move(self, moves: list[tuple[int, Path]], kind: str, undoes: int | None = None) -> dict:
         """Journal the moves (photo id, wanted path), fsync, then rename; returns the changes."""
+        if self.stopped:
+            raise UserError(self.stopped)
         action = max((step["action"] for step in self.steps), default=0) + 1
         taken: set[Path] = set()
         steps = []
@@ -460,8 +463,11 @@ class ReviewSession:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.rename(photo.path, target)
             except OSError as error:
-                # The journal says this move happened; the next start finishes it, or the files say otherwise.
-                raise UserError(f"cannot move {photo.path} to {target}: {error.strerror or error}") from None
+                # The journal has this move: only a restart's recovery, which finishes the last action's
+                # moves, may act after it, or journal and files would part.
+                self.stopped = (f"cannot move {photo.path} to {target}: {error.strerror or error}; "
+                                "fix that and start review again, which finishes the move")
+                raise UserError(self.stopped) from None
             del self.ids[photo.path]
             photo.path = target
             self.ids[target] = photo_id

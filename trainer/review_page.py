@@ -173,7 +173,7 @@ class _Handler(BaseHTTPRequestHandler):
             path = session.photos[self._photo_id(argument)].path
         try:
             jpeg = thumbnail(path, session.thumbnail_dir)
-        except OSError:  # moved meanwhile by another request, or not an image Pillow reads
+        except (OSError, ValueError):  # gone meanwhile, or not an image Pillow reads
             self._send_json({"error": "no thumbnail"}, HTTPStatus.NOT_FOUND)
             return
         # The page asks for /thumb/ID?run=<this run>: an id names another photo in another run.
