@@ -249,7 +249,7 @@ def test_audit_finds_a_planted_duplicate_and_mislabelled_image(sample_dir, audit
         (f"stripes/{planted.name}", "circles")]
     session = ReviewSession(ReviewOptions(audit=tmp_path / "report", thumbnail_dir=tmp_path / "thumbnails"))
     try:
-        assert [photo["name"] for photo in session.listing()["photos"]] == [planted.name]
+        assert [photo["name"] for photo in json.loads(session.listing())["photos"]] == [planted.name]
     finally:
         session.close()
 

@@ -69,7 +69,7 @@ def test_assign_discard_undo_and_the_sidecar_follows(tmp_path):
     sidecar_before = (source / UNCERTAIN_SIDECAR).read_bytes()
     session = session_of(source, data, tmp_path)
     try:
-        listing = session.listing()
+        listing = json.loads(session.listing())
         photos = listing["photos"]
         assert len(photos) == 12 and [entry["count"] for entry in listing["classes"]] == [1, 1, 1]
         # Grouped by predicted label, worst top score first within a group.
@@ -119,6 +119,17 @@ def test_a_new_class_folder_is_made_on_its_first_photo_and_removed_when_undo_emp
         session.close()
 
 
+def test_a_new_dataset_offers_the_predicted_labels_as_classes(tmp_path):
+    source = bench_review.make_uncertain_folder(tmp_path / "uncertain", 8, 0, CLASSES, FRAME_SIZE)
+    session = session_of(source, tmp_path / "new", tmp_path)
+    try:
+        assert session.classes() == [{"name": name, "count": 0} for name in CLASSES]
+        session.assign([0], "roses")
+        assert session.classes()[1] == {"name": "roses", "count": 1}
+    finally:
+        session.close()
+
+
 def test_two_photos_with_one_name_from_different_bursts_both_survive(tmp_path):
     source, data = make_folders(tmp_path, 2)
     name = "20261129-081502-3fa2_nohash_0003.jpg"  # the same burst id drawn on two devices
@@ -131,7 +142,7 @@ def test_two_photos_with_one_name_from_different_bursts_both_survive(tmp_path):
     contents = {(source / folder / name).read_bytes() for folder in ("daisy", "roses")} | {b"already there"}
     session = session_of(source, data, tmp_path)
     try:
-        ids = [photo["id"] for photo in session.listing()["photos"] if photo["name"] == name]
+        ids = [photo["id"] for photo in json.loads(session.listing())["photos"] if photo["name"] == name]
         session.assign(ids, "tulips")
     finally:
         session.close()
@@ -153,7 +164,7 @@ def test_a_restart_finishes_a_journalled_move_the_crash_cut_short(tmp_path):
     session = session_of(source, data, tmp_path)
     try:
         assert not photo.exists() and (data / "roses" / photo.name).read_bytes() == before[str(photo)]
-        entry = next(entry for entry in session.listing()["photos"] if entry["name"] == photo.name)
+        entry = next(entry for entry in json.loads(session.listing())["photos"] if entry["name"] == photo.name)
         assert entry["class"] == "roses" and entry["moved"]
         assert f"roses/{photo.name}" in sidecar_files(data)
         assert (source / STATE_FOLDER / JOURNAL_FILE).read_text() == json.dumps(line) + "\n"
@@ -174,7 +185,7 @@ def test_audit_mode_moves_flagged_photos_between_the_datasets_own_folders(tmp_pa
         {"path": f"roses/{flagged[1].name}", "label": "roses", "predicted": "tulips", "confidence": 0.95}]}))
     session = ReviewSession(ReviewOptions(audit=report_dir, thumbnail_dir=tmp_path / "thumbnails"))
     try:
-        photos = session.listing()["photos"]
+        photos = json.loads(session.listing())["photos"]
         assert [(photo["name"], photo["labelled"], photo["group"], photo["class"], photo["moved"]) for photo in photos] == [
             (flagged[1].name, "roses", "tulips", "roses", False),  # the more confident flag first
             (flagged[0].name, "roses", "tulips", "roses", False)]
@@ -195,7 +206,7 @@ def test_after_a_failed_rename_nothing_more_is_done_until_a_restart_finishes_the
     source, data = make_folders(tmp_path, 3)
     session = session_of(source, data, tmp_path)
     try:
-        photos = session.listing()["photos"]
+        photos = json.loads(session.listing())["photos"]
         gone = next(source.glob(f"*/{photos[0]['name']}"))
         gone.unlink()  # by hand, behind review's back
         with pytest.raises(Exception, match="cannot move"):
@@ -206,7 +217,7 @@ def test_after_a_failed_rename_nothing_more_is_done_until_a_restart_finishes_the
         session.close()
     session = session_of(source, data, tmp_path)
     try:
-        photos = session.listing()["photos"]
+        photos = json.loads(session.listing())["photos"]
         assert [photo["class"] for photo in photos] == ["roses", None]  # the journalled move of photo 1, finished
     finally:
         session.close()
@@ -355,7 +366,7 @@ def test_sigkill_while_moving_leaves_a_state_a_restart_makes_consistent(tmp_path
     journalled = journal.read_text().count("\n")  # whole lines: the kill may have cut the write itself
     session = session_of(source, data, tmp_path)
     try:
-        photos = session.listing()["photos"]
+        photos = json.loads(session.listing())["photos"]
         # Every journalled move is done, and only those.
         assert sum(photo["class"] == "daisy" for photo in photos) == journalled
         assert len(photos) == 400 and journal.read_text().count("\n") == len(journal.read_text().splitlines())
@@ -378,7 +389,7 @@ def test_label_with_the_keyboard_in_headless_chromium(tmp_path):
     source, data = make_folders(tmp_path, 24)
     session = session_of(source, data, tmp_path)
     server = ReviewServer(session, "127.0.0.1", 0)
-    photos = session.listing()["photos"]
+    photos = json.loads(session.listing())["photos"]
     origin = {photo["id"]: next(source.glob(f"*/{photo['name']}")) for photo in photos}
     try:
         with playwright.sync_playwright() as driver:

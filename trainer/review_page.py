@@ -102,6 +102,8 @@ def is_number(text: str) -> bool:
 class _Handler(BaseHTTPRequestHandler):
     review: ReviewServer
     server_version = "retrain-edge-review"
+    # Keep-alive: a screen of thumbnails over the browser's six connections, not a connection and a thread each.
+    protocol_version = "HTTP/1.1"
     timeout = CLIENT_TIMEOUT_S
 
     def _serve(self, routes: dict) -> None:
@@ -128,6 +130,12 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             self.review.clients.release()
 
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except OSError:
+            pass  # the browser closed a kept-alive connection: nothing to answer, nothing to report
+
     def do_GET(self) -> None:
         self._serve({"": self._page, "listing.json": self._listing, "changes.json": self._changes,
                      "thumb": self._thumb, "photo": self._photo})
@@ -146,7 +154,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _send_json(self, value, status: HTTPStatus = HTTPStatus.OK) -> None:
-        self._send("application/json", json.dumps(value).encode(), status)
+        if status != HTTPStatus.OK:
+            self.close_connection = True  # a refused POST's body was not read: it must not pass for the next request
+        self._send("application/json", json.dumps(value, separators=(",", ":")).encode(), status)
 
     def _photo_id(self, argument: str) -> int:
         if not is_number(argument) or int(argument) >= len(self.review.session.photos):
@@ -159,7 +169,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send("text/html; charset=utf-8", self.review.page())
 
     def _listing(self, argument: str, query: dict) -> None:
-        self._send_json(self.review.session.listing())
+        self._send("application/json", self.review.session.listing().encode())
 
     def _changes(self, argument: str, query: dict) -> None:
         since = query.get("since", ["0"])[0]
@@ -299,7 +309,7 @@ h2 small { color: var(--muted); font-weight: normal; }
 #preview { position: fixed; inset: 0; z-index: 3; background: #000d; display: none; align-items: center;
            justify-content: center; flex-direction: column; color: #eee; gap: 8px; }
 #preview.open { display: flex; }
-#preview img { max-width: 92vw; max-height: 84vh; object-fit: contain; }
+#preview img { height: 84vh; width: 92vw; object-fit: contain; }  /* a small frame is shown large too */
 </style>
 </head>
 <body>
@@ -320,7 +330,8 @@ h2 small { color: var(--muted); font-weight: normal; }
 "use strict";
 const SETTINGS = /*SETTINGS*/{};
 const POLL_MS = 1000;          // a second tab, or the other person, sees changes this soon
-const LOAD_MARGIN = "600px";   // thumbnails load this far ahead of the scroll position
+const FIRST_CARDS = 300;       // cards added before the first paint: a large screen's worth, twice
+const LATER_CARDS = 500;       // then this many at a time, letting the browser paint and load between
 const KEYS = "1234567890abcdefghijklmopqrstvwyz";  // class keys; n, u and x are taken
 let photos = [], classes = [], version = 0, cursor = 0, anchor = 0, cards = [];
 const selected = new Set();
@@ -333,42 +344,51 @@ function scoresText(photo) {  // [the best score, the rest]
   return [scores[0] || "no scores", scores.slice(1).join(" · ")];
 }
 
+function cardHtml(photo) {
+  const [top, rest] = scoresText(photo);
+  const status = photo.discarded ? " discarded" : (photo.moved ? " moved" : "");
+  // Chromium's own lazy loading: no script runs per card, and the first screen's thumbnails are asked for first.
+  return `<div class="card${status}" data-id="${photo.id}"><img alt="" width="144" height="144" loading="lazy" ` +
+         `src="thumb/${photo.id}?run=${SETTINGS.run}"><span class="badge">${escapeHtml(badge(photo))}</span>` +
+         `<div class="top">${escapeHtml(top)}</div><div class="rest">${escapeHtml(rest)}</div>` +
+         `<div class="name">${escapeHtml(photo.name)}</div></div>`;
+}
+
 function render() {
-  const parts = [], groupSizes = {};
-  for (const photo of photos) groupSizes[photo.group] = (groupSizes[photo.group] || 0) + 1;
-  let group = null;
-  for (const photo of photos) {
-    const [top, rest] = scoresText(photo);
-    if (photo.group !== group) {
-      if (group !== null) parts.push("</div></section>");
-      group = photo.group;
-      parts.push(`<section><h2>${escapeHtml(group)} <small>${groupSizes[group]} photo${groupSizes[group] === 1 ? "" : "s"}</small></h2><div class="grid">`);
+  // The groups' headings at once; the cards in chunks, in order, after the first screen has painted:
+  // the browser's work for 10,000 cards would otherwise come before any thumbnail is asked for.
+  const groupSizes = new Map(), grids = new Map();  // a Map keeps the order of groups named like numbers
+  for (const photo of photos) groupSizes.set(photo.group, (groupSizes.get(photo.group) || 0) + 1);
+  $("grid").innerHTML = photos.length ? Array.from(groupSizes, ([group, size]) =>
+    `<section><h2>${escapeHtml(group)} <small>${size} photo${size === 1 ? "" : "s"}</small></h2><div class="grid"></div></section>`
+  ).join("") : "<p>Nothing to review here.</p>";
+  const groupNames = Array.from(groupSizes.keys());
+  $("grid").querySelectorAll(".grid").forEach((grid, index) => grids.set(groupNames[index], grid));
+  cards = [];
+  const addCards = count => {
+    const end = Math.min(photos.length, cards.length + count);
+    while (cards.length < end) {
+      const group = photos[cards.length].group, first = cards.length;
+      let last = first;
+      while (last < end && photos[last].group === group) last++;
+      grids.get(group).insertAdjacentHTML("beforeend", photos.slice(first, last).map(cardHtml).join(""));
+      cards.push(...Array.from(grids.get(group).children).slice(-(last - first)));
     }
-    parts.push(`<div class="card" data-id="${photo.id}"><img alt="" width="144" height="144"><span class="badge"></span>` +
-               `<div class="top">${escapeHtml(top)}</div><div class="rest">${escapeHtml(rest)}</div>` +
-               `<div class="name">${escapeHtml(photo.name)}</div></div>`);
-  }
-  if (group !== null) parts.push("</div></section>");
-  $("grid").innerHTML = photos.length ? parts.join("") : "<p>Nothing to review here.</p>";
-  cards = Array.from($("grid").querySelectorAll(".card"));
-  const loader = new IntersectionObserver(entries => {
-    for (const entry of entries) {
-      if (!entry.isIntersecting) continue;
-      entry.target.firstChild.src = `thumb/${entry.target.dataset.id}?run=${SETTINGS.run}`;
-      loader.unobserve(entry.target);
-    }
-  }, {rootMargin: `${LOAD_MARGIN} 0px`});
-  for (const card of cards) loader.observe(card);
-  for (const photo of photos) showStatus(photo);
-  setCursor(Math.min(cursor, photos.length - 1), false);
+    // One frame between two chunks, so the screen paints and the thumbnails show while cards are added.
+    if (cards.length < photos.length) requestAnimationFrame(() => setTimeout(() => addCards(LATER_CARDS), 0));
+  };
+  addCards(FIRST_CARDS);
+  setCursor(0, false);
 }
 
 function showStatus(photo) {
   const card = cards[photo.id];
+  if (!card) return;  // not added yet: it will be with its new status
   card.classList.toggle("moved", photo.moved && !photo.discarded);
   card.classList.toggle("discarded", photo.discarded);
-  card.querySelector(".badge").textContent = photo.discarded ? "discarded" : (photo.moved ? `→ ${photo.class}` : "");
+  card.querySelector(".badge").textContent = badge(photo);
 }
+const badge = photo => photo.discarded ? "discarded" : (photo.moved ? `→ ${photo.class}` : "");
 
 function renderClasses() {
   const previous = Object.fromEntries(Array.from(document.querySelectorAll(".class")).map(b => [b.dataset.name, b.dataset.count]));
