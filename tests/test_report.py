@@ -247,11 +247,8 @@ def test_audit_finds_a_planted_duplicate_and_mislabelled_image(sample_dir, audit
     assert findings["image_dir"] == str(image_dir.resolve()) and len(findings["duplicates"]) == 1
     assert [(entry["path"], entry["predicted"]) for entry in findings["suspected_mislabels"]] == [
         (f"stripes/{planted.name}", "circles")]
-    session = ReviewSession(ReviewOptions(audit=tmp_path / "report", thumbnail_dir=tmp_path / "thumbnails"))
-    try:
+    with ReviewSession(ReviewOptions(audit=tmp_path / "report", thumbnail_dir=tmp_path / "thumbnails")) as session:
         assert [photo["name"] for photo in json.loads(session.listing())["photos"]] == [planted.name]
-    finally:
-        session.close()
 
 
 def name_in_other_set(stem: str, other_than: str) -> str:

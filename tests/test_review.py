@@ -67,8 +67,7 @@ def test_a_taken_name_gets_one_the_split_hashes_the_same(tmp_path):
 def test_assign_discard_undo_and_the_sidecar_follows(tmp_path):
     source, data = make_folders(tmp_path, 12)
     sidecar_before = (source / UNCERTAIN_SIDECAR).read_bytes()
-    session = session_of(source, data, tmp_path)
-    try:
+    with session_of(source, data, tmp_path) as session:
         listing = json.loads(session.listing())
         photos = listing["photos"]
         assert len(photos) == 12 and [entry["count"] for entry in listing["classes"]] == [1, 1, 1]
@@ -99,14 +98,11 @@ def test_assign_discard_undo_and_the_sidecar_follows(tmp_path):
         assert sidecar_files(data) == []
         with pytest.raises(Exception, match="nothing to undo"):
             session.undo()
-    finally:
-        session.close()
 
 
 def test_a_new_class_folder_is_made_on_its_first_photo_and_removed_when_undo_empties_it(tmp_path):
     source, data = make_folders(tmp_path, 3)
-    session = session_of(source, data, tmp_path)
-    try:
+    with session_of(source, data, tmp_path) as session:
         assert session.add_class("sunflowers") == "sunflowers" and not (data / "sunflowers").exists()
         for bad in ("../escape", ".hidden", "a/b"):
             with pytest.raises(Exception, match="not a class folder name"):
@@ -115,19 +111,14 @@ def test_a_new_class_folder_is_made_on_its_first_photo_and_removed_when_undo_emp
         assert len(list((data / "sunflowers").iterdir())) == 1
         session.undo()
         assert not (data / "sunflowers").exists()  # train refuses an empty class folder
-    finally:
-        session.close()
 
 
 def test_a_new_dataset_offers_the_predicted_labels_as_classes(tmp_path):
     source = bench_review.make_uncertain_folder(tmp_path / "uncertain", 8, 0, CLASSES, FRAME_SIZE)
-    session = session_of(source, tmp_path / "new", tmp_path)
-    try:
+    with session_of(source, tmp_path / "new", tmp_path) as session:
         assert session.classes() == [{"name": name, "count": 0} for name in CLASSES]
         session.assign([0], "roses")
         assert session.classes()[1] == {"name": "roses", "count": 1}
-    finally:
-        session.close()
 
 
 def test_two_photos_with_one_name_from_different_bursts_both_survive(tmp_path):
@@ -140,12 +131,9 @@ def test_two_photos_with_one_name_from_different_bursts_both_survive(tmp_path):
             file.write(colour)  # two different files
     (data / "tulips" / name).write_bytes(b"already there")
     contents = {(source / folder / name).read_bytes() for folder in ("daisy", "roses")} | {b"already there"}
-    session = session_of(source, data, tmp_path)
-    try:
+    with session_of(source, data, tmp_path) as session:
         ids = [photo["id"] for photo in json.loads(session.listing())["photos"] if photo["name"] == name]
         session.assign(ids, "tulips")
-    finally:
-        session.close()
     landed = sorted((data / "tulips").glob("20261129-081502-3fa2_nohash_0003*.jpg"))
     assert len(landed) == 3 and {path.read_bytes() for path in landed} == contents
     assert len({hash_percentage(path.name) for path in landed}) == 1  # all three in one set
@@ -161,8 +149,7 @@ def test_a_restart_finishes_a_journalled_move_the_crash_cut_short(tmp_path):
     # A second action whose line a crash cut short was never started: its renames come after the whole line.
     (source / STATE_FOLDER / JOURNAL_FILE).write_text(json.dumps(line) + '\n{"action": 2, "kind": "disc')
     before = tree(source, data)
-    session = session_of(source, data, tmp_path)
-    try:
+    with session_of(source, data, tmp_path) as session:
         assert not photo.exists() and (data / "roses" / photo.name).read_bytes() == before[str(photo)]
         entry = next(entry for entry in json.loads(session.listing())["photos"] if entry["name"] == photo.name)
         assert entry["class"] == "roses" and entry["moved"]
@@ -170,8 +157,6 @@ def test_a_restart_finishes_a_journalled_move_the_crash_cut_short(tmp_path):
         assert (source / STATE_FOLDER / JOURNAL_FILE).read_text() == json.dumps(line) + "\n"
         session.undo()
         assert photo.read_bytes() == before[str(photo)]
-    finally:
-        session.close()
     assert tree(source, data) == before  # sidecars included: the line went to DATA and came back
 
 
@@ -183,16 +168,13 @@ def test_audit_mode_moves_flagged_photos_between_the_datasets_own_folders(tmp_pa
     (report_dir / "audit.json").write_text(json.dumps({"image_dir": str(image_dir), "suspected_mislabels": [
         {"path": f"roses/{flagged[0].name}", "label": "roses", "predicted": "tulips", "confidence": 0.85},
         {"path": f"roses/{flagged[1].name}", "label": "roses", "predicted": "tulips", "confidence": 0.95}]}))
-    session = ReviewSession(ReviewOptions(audit=report_dir, thumbnail_dir=tmp_path / "thumbnails"))
-    try:
+    with ReviewSession(ReviewOptions(audit=report_dir, thumbnail_dir=tmp_path / "thumbnails")) as session:
         photos = json.loads(session.listing())["photos"]
         assert [(photo["name"], photo["labelled"], photo["group"], photo["class"], photo["moved"]) for photo in photos] == [
             (flagged[1].name, "roses", "tulips", "roses", False),  # the more confident flag first
             (flagged[0].name, "roses", "tulips", "roses", False)]
         session.assign([0], "tulips")
         session.discard([1])
-    finally:
-        session.close()
     assert (image_dir / "tulips" / flagged[1].name).exists()
     assert (image_dir / DISCARDED_FOLDER / "roses" / flagged[0].name).exists()
     assert list_images(image_dir).labels == list(CLASSES)  # the journal and the discarded are no classes
@@ -204,8 +186,7 @@ def test_audit_mode_moves_flagged_photos_between_the_datasets_own_folders(tmp_pa
 
 def test_after_a_failed_rename_nothing_more_is_done_until_a_restart_finishes_the_action(tmp_path):
     source, data = make_folders(tmp_path, 3)
-    session = session_of(source, data, tmp_path)
-    try:
+    with session_of(source, data, tmp_path) as session:
         photos = json.loads(session.listing())["photos"]
         gone = next(source.glob(f"*/{photos[0]['name']}"))
         gone.unlink()  # by hand, behind review's back
@@ -213,24 +194,16 @@ def test_after_a_failed_rename_nothing_more_is_done_until_a_restart_finishes_the
             session.assign([0, 1], "roses")
         with pytest.raises(Exception, match="start review again"):
             session.discard([2])
-    finally:
-        session.close()
-    session = session_of(source, data, tmp_path)
-    try:
+    with session_of(source, data, tmp_path) as session:
         photos = json.loads(session.listing())["photos"]
         assert [photo["class"] for photo in photos] == ["roses", None]  # the journalled move of photo 1, finished
-    finally:
-        session.close()
 
 
 def test_a_second_review_of_one_folder_is_refused(tmp_path):
     source, data = make_folders(tmp_path, 1)
-    session = session_of(source, data, tmp_path)
-    try:
+    with session_of(source, data, tmp_path) as session:
         result = CliRunner().invoke(app, ["review", str(source), "--into", str(data), "--serve", "127.0.0.1:0"])
         assert result.exit_code == 2 and "another `retrain-edge review` is open" in result.output
-    finally:
-        session.close()
 
 
 def request(url: str, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
@@ -252,11 +225,8 @@ def post(url: str, path: str, value, token: str | None, headers: dict | None = N
 @pytest.fixture
 def served(tmp_path):
     source, data = make_folders(tmp_path, 6)
-    session = session_of(source, data, tmp_path)
-    server = ReviewServer(session, "127.0.0.1", 0)
-    yield source, data, server
-    server.close()
-    session.close()
+    with session_of(source, data, tmp_path) as session, ReviewServer(session, "127.0.0.1", 0) as server:
+        yield source, data, server
 
 
 def test_forged_and_path_naming_requests_change_nothing(served):
@@ -290,9 +260,8 @@ def test_forged_and_path_naming_requests_change_nothing(served):
 
 def test_read_only_serves_the_page_without_a_token_and_refuses_changes(tmp_path):
     source, data = make_folders(tmp_path, 2)
-    session = session_of(source, data, tmp_path)
-    server = ReviewServer(session, "127.0.0.1", 0, read_only=True)
-    try:
+    with (session_of(source, data, tmp_path) as session,
+          ReviewServer(session, "127.0.0.1", 0, read_only=True) as server):
         before = tree(source, data)
         status, page = request(server.url, "GET", "/")
         assert status == 200 and server.token.encode() not in page
@@ -300,9 +269,6 @@ def test_read_only_serves_the_page_without_a_token_and_refuses_changes(tmp_path)
         status, thumbnail = request(server.url, "GET", "/thumb/0")
         assert status == 200 and thumbnail[:2] == b"\xff\xd8"
         assert tree(source, data) == before
-    finally:
-        server.close()
-        session.close()
 
 
 def start_review(*arguments: str) -> tuple[subprocess.Popen, str]:
@@ -364,14 +330,11 @@ def test_sigkill_while_moving_leaves_a_state_a_restart_makes_consistent(tmp_path
     finally:
         process.kill()
     journalled = journal.read_text().count("\n")  # whole lines: the kill may have cut the write itself
-    session = session_of(source, data, tmp_path)
-    try:
+    with session_of(source, data, tmp_path) as session:
         photos = json.loads(session.listing())["photos"]
         # Every journalled move is done, and only those.
         assert sum(photo["class"] == "daisy" for photo in photos) == journalled
         assert len(photos) == 400 and journal.read_text().count("\n") == len(journal.read_text().splitlines())
-    finally:
-        session.close()
     moved = [path for path in (data / "daisy").iterdir() if not path.name.startswith("existing_")]
     assert sorted(path.read_bytes() for path in [*moved, *source.glob("[!.]*/*.jpg")]) == contents
     if moved:
@@ -387,11 +350,9 @@ def wait_for(page, expression: str, argument=None) -> None:
 def test_label_with_the_keyboard_in_headless_chromium(tmp_path):
     playwright = pytest.importorskip("playwright.sync_api")
     source, data = make_folders(tmp_path, 24)
-    session = session_of(source, data, tmp_path)
-    server = ReviewServer(session, "127.0.0.1", 0)
-    photos = json.loads(session.listing())["photos"]
-    origin = {photo["id"]: next(source.glob(f"*/{photo['name']}")) for photo in photos}
-    try:
+    with session_of(source, data, tmp_path) as session, ReviewServer(session, "127.0.0.1", 0) as server:
+        photos = json.loads(session.listing())["photos"]
+        origin = {photo["id"]: next(source.glob(f"*/{photo['name']}")) for photo in photos}
         with playwright.sync_playwright() as driver:
             browser = driver.chromium.launch(executable_path=CHROMIUM, headless=True,
                                              args=["--disable-gpu", "--disable-dev-shm-usage"])
@@ -441,6 +402,3 @@ def test_label_with_the_keyboard_in_headless_chromium(tmp_path):
             wait_for(second_tab, "document.querySelectorAll('.card.discarded').length === 1")
             assert [entry["count"] for entry in session.classes()] == list(counts.values())
             browser.close()
-    finally:
-        server.close()
-        session.close()

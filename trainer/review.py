@@ -522,3 +522,9 @@ class ReviewSession:
 
     def close(self) -> None:
         self.journal.close()  # and with it the lock
+
+    def __enter__(self) -> ReviewSession:
+        return self
+
+    def __exit__(self, *exception) -> None:
+        self.close()

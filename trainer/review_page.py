@@ -76,22 +76,22 @@ class ReviewServer:
         self._server.server_close()
         self._thread.join(CLOSE_TIMEOUT_S)
 
+    def __enter__(self) -> ReviewServer:
+        return self
+
+    def __exit__(self, *exception) -> None:
+        self.close()
+
 
 def review(options: ReviewOptions, on_serving=lambda url: None) -> ReviewSummary:
     """Serve the review page until its Done button or Ctrl-C; returns what this run did to the files."""
-    session = ReviewSession(options)
-    try:
-        server = ReviewServer(session, *parse_address(options.serve), read_only=options.read_only)
-        try:
+    with ReviewSession(options) as session:
+        with ReviewServer(session, *parse_address(options.serve), read_only=options.read_only) as server:
             on_serving(server.url)
             with contextlib.suppress(KeyboardInterrupt):
                 while not server.finished.wait(0.5):  # a timed wait: Ctrl-C reaches the main thread
                     pass
-        finally:
-            server.close()
         return session.summary()
-    finally:
-        session.close()
 
 
 def is_number(text: str) -> bool:
