@@ -21,7 +21,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from edge.serve import _is_loopback, parse_address
+from edge.serve import is_loopback, parse_address
 from trainer import UserError
 from trainer.review import ReviewOptions, ReviewSession, ReviewSummary, thumbnail
 
@@ -59,7 +59,7 @@ class ReviewServer:
         self.url = f"http://{host}:{port}/"
         # Behind a loopback address only this machine's names for it are accepted: a page of another site
         # whose name was made to point here (DNS rebinding) sends its own name and is refused.
-        self.hosts = {f"{host}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"} if _is_loopback(host) else None
+        self.hosts = {f"{host}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"} if is_loopback(host) else None
         if self.hosts is None:
             logger.warning(f"the review page at {self.url} has no authentication: anyone who can reach this "
                            "address sees the photos" + ("" if read_only else " and can move them (add --read_only)"))
