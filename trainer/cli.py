@@ -250,7 +250,8 @@ def bottlenecks_and_report(fields: dict) -> None:
             raise
         raise UserError("this command needs Apache Beam, which comes with the beam extra: "
                         "pip install 'retrain-edge[train,beam]'") from None
-    result = compute_bottlenecks_on_beam(BeamBottleneckOptions(**fields))
+    with start_up_lines_hidden():  # worker processes (e.g. multi_processing) load TensorFlow anew
+        result = compute_bottlenecks_on_beam(BeamBottleneckOptions(**fields))
     typer.echo(f"{result.images} images: {result.cached} already cached, {result.computed} computed, "
                f"{result.bad_images} skipped (not decodable images; the runner's log names them)\n"
                f"cache: {result.cache_folder}")
