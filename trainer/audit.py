@@ -25,7 +25,7 @@ from trainer.bottlenecks import DECODE_THREADS, default_bottleneck_dir
 from trainer.dataset import MIN_IMAGES_PER_CLASS, SETS, list_images
 from trainer.outputs import write_bytes_atomic
 from trainer.report import GALLERY_IMAGES, gallery, html_page, thumbnail_card
-from trainer.train import softmax
+from trainer.calibration import softmax
 
 log = logging.getLogger(__name__)
 
