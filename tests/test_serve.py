@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import shutil
 import socket
 import subprocess
 import sys
@@ -20,7 +19,6 @@ from test_service import solid_jpeg, soak
 from edge.classify import ClassifyOptions, Result, run
 from edge.serve import MAX_CLIENTS, LiveView
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 JSON_FIELDS = {"source", "frame", "time", "label", "top_k", "latency_ms", "frame_age_ms"}
 
 
@@ -143,21 +141,11 @@ def test_a_client_that_never_reads_never_slows_add():
         view.close()
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (apt-get install chromium)")
-def test_page_in_headless_chromium_shows_the_label(serving):
-    playwright = pytest.importorskip("playwright.sync_api")
-    with playwright.sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
-        try:
-            page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{serving}/", timeout=TEST_TIMEOUT_S * 1000)
-            page.wait_for_function("document.getElementById('label').textContent === 'red'", timeout=20_000)
-            assert page.locator("#top_k li").first.inner_text().startswith("red ")
-            page.wait_for_function("document.querySelector('img').naturalWidth === 64", timeout=20_000)
-        finally:
-            browser.close()
+def test_page_in_headless_chromium_shows_the_label(serving, chromium_page):
+    chromium_page.goto(f"http://127.0.0.1:{serving}/", timeout=TEST_TIMEOUT_S * 1000)
+    chromium_page.wait_for_function("document.getElementById('label').textContent === 'red'", timeout=20_000)
+    assert chromium_page.locator("#top_k li").first.inner_text().startswith("red ")
+    chromium_page.wait_for_function("document.querySelector('img').naturalWidth === 64", timeout=20_000)
 
 
 def port_of(view: LiveView) -> int:

@@ -213,10 +213,10 @@ def measure_costs(lazy: LazyBackbone, options: TrainOptions, bottlenecks: np.nda
     float32 = convert_model(model, "float32")
     int8 = convert_model(model, "int8", (pixels.astype(np.float32) - INPUT_MEAN) / INPUT_STD)
     return {"bottleneck_ms": bottleneck_ms, "float32_bytes": len(float32), "int8_bytes": len(int8),
-            "cost": device_cost(int8, timed[0])}
+            "cost": device_cost(int8, class_count, timed[0])}
 
 
-def device_cost(tflite_bytes: bytes, image: np.ndarray) -> float:
+def device_cost(tflite_bytes: bytes, class_count: int, image: np.ndarray) -> float:
     """What the model costs on the device, in COST_NAME's unit (lower is cheaper).
 
     Median x86 latency of one invocation through the edge runtime, one thread: a stand-in until
@@ -228,7 +228,9 @@ def device_cost(tflite_bytes: bytes, image: np.ndarray) -> float:
     with tempfile.TemporaryDirectory(prefix="retrain-edge-compare-") as folder:
         model_path = Path(folder) / "model.tflite"
         model_path.write_bytes(tflite_bytes)
-        model = load_model(model_path, labels_path=None, num_threads=LATENCY_THREADS)
+        labels_path = Path(folder) / "labels.txt"
+        labels_path.write_text("".join(f"{index}\n" for index in range(class_count)))
+        model = load_model(model_path, labels_path=labels_path, num_threads=LATENCY_THREADS)
         model.scores(image)
         latencies = []
         for _ in range(LATENCY_RUNS):
