@@ -390,12 +390,3 @@ def test_run_json_records_the_kept_step_and_the_temperature(trained_dir):
     assert calibration["out_of_fold_nll"]["after"] <= calibration["out_of_fold_nll"]["before"] + 1e-9
     assert run["hyperparameters"]["weight_decay"] == run["hyperparameters"]["label_smoothing"] == 0
 
-
-def test_calibration_uses_every_photo_when_the_validation_split_is_empty(tiny_train_args, tmp_path):
-    result = runner.invoke(app, [*tiny_train_args, "--output_dir", str(tmp_path), "--validation_percentage", "0"])
-    assert result.exit_code == 0, result.output
-    run = json.loads((tmp_path / "run.json").read_text())
-    calibration = run["calibration"]
-    assert calibration["fitted_on"] == "out_of_fold" and calibration["temperature"] > 0
-    assert calibration["image_count"] == sum(map(len, run["split"]["files"]["training"].values()))
-    assert "out-of-fold expected calibration error" in result.output

@@ -301,7 +301,6 @@ def cross_validate(options: TrainOptions, bottlenecks: np.ndarray, labels: np.nd
     fold_of = hash_folds(file_names, options.folds)
     logits = out_of_fold_logits(grid_heads(options, grid, class_count), bottlenecks, labels, fold_of, class_count)
     if logits is None:
-        log.warning("too few images for %d-fold calibration: the temperature stays 1", options.folds)
         return grid[0], {"temperature": 1.0, "fitted_on": None}
     records = [out_of_fold_calibration(setting_logits, labels, fold_of) for setting_logits in logits]
     chosen = min(range(len(grid)), key=lambda index: records[index]["out_of_fold_nll"]["after"])
@@ -417,6 +416,9 @@ def train(options: TrainOptions) -> TrainResult:
         summaries.close()
     head = head.with_temperature(calibration["temperature"])
     timings["training_s"] = time.perf_counter() - started
+    skipped_steps = steps_skipped(options, len(validation_y), calibration["fitted_on"] is not None)
+    for step, reason in skipped_steps.items():
+        log.warning("skipped %s: %s", step.replace("_", " "), reason)
 
     test_accuracy, misclassified = None, []
     if len(test_y):
@@ -450,6 +452,7 @@ def train(options: TrainOptions) -> TrainResult:
                                        "choose_regularisation")},
         "kept_step": next((record["step"] for record in history if record.get("kept")), history[-1]["step"]),
         "calibration": calibration,
+        "skipped_steps": skipped_steps,
         "distortions": distortions,
         "history": history,
         "accuracy": {"validation": validation_accuracy, "test": test_accuracy},
@@ -462,6 +465,27 @@ def train(options: TrainOptions) -> TrainResult:
     }
     write_outputs(options, build_classifier(backbone_model, head), images.labels, run)
     return TrainResult(options.output_dir, validation_accuracy, test_accuracy, len(test_y), misclassified, run)
+
+
+def steps_skipped(options: TrainOptions, validation_count: int, calibrated: bool) -> dict[str, str]:
+    """The steps of the recipe that did not run: step -> why, for run.json and the summary.
+
+    The centring statistics come from the training split alone and the temperature from k-fold
+    heads over training and validation images, so neither needs a validation split; early
+    stopping does. The temperature is skipped only when fewer than two folds hold images.
+    """
+    skipped = {}
+    if not calibrated:
+        skipped["temperature"] = (f"too few images for {options.folds}-fold calibration (fewer than two folds hold "
+                                  "any), so the scores are left uncalibrated (temperature 1)")
+    if options.early_stopping and not validation_count:
+        if options.validation_percentage == 0:
+            why = "the validation split is empty (--validation_percentage 0)"
+        else:
+            why = (f"the validation split is empty (no file name hashes into its {options.validation_percentage}%; "
+                   "raise --validation_percentage or add images)")
+        skipped["early_stopping"] = f"{why}, so the last step's head is kept"
+    return skipped
 
 
 def write_outputs(options: TrainOptions, model, labels: list[str], run: dict) -> None:
