@@ -268,11 +268,16 @@ def format_compare(result: CompareResult) -> str:
         lines.append(f"{row.architecture:<{name_width}}  {row.accuracy:>8.1%} ± {row.accuracy_standard_error:>5.1%}  "
                      f"{row.out_of_fold_ece:>15.1%}  {row.bottleneck_ms:>13.1f}  {row.float32_bytes / 1e6:>10.2f}  "
                      f"{row.int8_bytes / 1e6:>7.2f}  {row.cost:>8.2f}  {'yes' if row.on_front else '':>5}")
-    best = result.recommended
-    lines.append(f"recommended: {best.architecture} (the cheapest within one standard error of the most accurate); "
-                 f"train it with: retrain-edge train --image_dir {result.image_dir} --architecture {best.architecture}"
-                 + ("" if best.weights == "imagenet" else f" --weights {best.weights}"))
+    lines.append(f"recommended: {result.recommended.architecture} (the cheapest within one standard error of the most "
+                 f"accurate); train it with: {train_command(result)}")
     return "\n".join(lines)
+
+
+def train_command(result: CompareResult) -> str:
+    """The `retrain-edge train` command line for the recommended backbone."""
+    best = result.recommended
+    return (f"retrain-edge train --image_dir {result.image_dir} --architecture {best.architecture}"
+            + ("" if best.weights == "imagenet" else f" --weights {best.weights}"))
 
 
 def accuracy_cost_svg(figures: list[BackboneFigures], cost_name: str) -> str:
@@ -319,7 +324,10 @@ def accuracy_cost_svg(figures: list[BackboneFigures], cost_name: str) -> str:
         parts.append(f'<circle class="backbone{" on-front" if row.on_front else ""}" data-architecture='
                      f'"{html.escape(row.architecture)}" cx="{cx:.1f}" cy="{cy:.1f}" r="{7 if row.recommended else 5}" '
                      f'fill="{"#1a7f37" if row.on_front else "white"}" stroke="#1a7f37" stroke-width="2"/>')
-        parts.append(f'<text x="{cx + 9:.1f}" y="{cy - 6:.1f}" font-size="11">{html.escape(row.architecture)}'
+        # Labels of points right of the middle run leftwards, so none leaves the plot.
+        left = cx > PLOT_WIDTH / 2
+        parts.append(f'<text x="{cx - 9 if left else cx + 9:.1f}" y="{cy - 8:.1f}" font-size="11" '
+                     f'text-anchor="{"end" if left else "start"}">{html.escape(row.architecture)}'
                      f'{" (recommended)" if row.recommended else ""}</text>')
     parts.append("</svg>")
     return "".join(parts)
@@ -343,7 +351,6 @@ def compare_page(result: CompareResult) -> str:
         "<table id=\"backbones\"><tr><th>backbone</th><th>k-fold accuracy ± s.e.</th><th>out-of-fold ECE</th>"
         "<th>bottleneck ms / image</th><th>float32 MB</th><th>int8 MB</th>"
         f"<th>{html.escape(result.cost_name)}</th><th>front</th></tr>{rows}</table>",
-        f"<p>Train it: <code>retrain-edge train --image_dir {html.escape(str(result.image_dir))} "
-        f"--architecture {html.escape(best.architecture)}</code>.</p>",
+        f"<p>Train it: <code>{html.escape(train_command(result))}</code></p>",
     ]
     return html_page("retrain-edge compare", sections)
