@@ -145,6 +145,11 @@ def main() -> None:
         def record(name: str, value: float) -> None:
             rows.setdefault(name, []).append(value)
 
+        def record_paired(name: str, changed: tuple[float, float], baseline: tuple[float, float]) -> None:
+            """(accuracy, NLL) of a change and its baseline on the same fold and seed."""
+            record(f"{name}, accuracy points (paired)", 100 * (changed[0] - baseline[0]))
+            record(f"{name}, NLL (paired)", changed[1] - baseline[1])
+
         thresholds = {threshold: [] for threshold in THRESHOLDS}
         for fold in range(arguments.folds):
             train_mask, validation_mask, held_out = fold_sets([path.name for path in paths], fold, arguments.folds)
@@ -187,12 +192,15 @@ def main() -> None:
                                                             folded_y, names, class_count)
                 regularised = trained_head(replace(options, **chosen), train_x, train_y, validation_x, validation_y,
                                            class_count)[0]
+                figures = {}
                 for name, head, temperature in (("default", default_head, calibration["temperature"]),
                                                 ("--choose_regularisation", regularised,
                                                  chosen_calibration["temperature"])):
-                    record(f"regularisation: {name}, accuracy", held_out_accuracy(head))
-                    record(f"regularisation: {name}, NLL (calibrated)",
-                           negative_log_likelihood(head.logits(test_x), test_y, temperature))
+                    figures[name] = (held_out_accuracy(head),
+                                     negative_log_likelihood(head.logits(test_x), test_y, temperature))
+                    record(f"regularisation: {name}, accuracy", figures[name][0])
+                    record(f"regularisation: {name}, NLL (calibrated)", figures[name][1])
+                record_paired("regularisation: chosen - default", figures["--choose_regularisation"], figures["default"])
                 for key in chosen:
                     record(f"regularisation: chosen {key}", chosen[key])
                 if variants is not None:
@@ -201,10 +209,13 @@ def main() -> None:
                                                      training_inputs=lambda batch: variants(train_indices[batch]))
                     record("distortions: off, accuracy", held_out_accuracy(default_head))
                     record("distortions: on (10 cached variants), accuracy", held_out_accuracy(distorted_head))
-                    record("distortions: off, NLL (out-of-fold temperature)",
+                    off = (held_out_accuracy(default_head),
                            negative_log_likelihood(default_head.logits(test_x), test_y, calibration["temperature"]))
-                    record("distortions: on, NLL (out-of-fold temperature)",
-                           negative_log_likelihood(distorted_head.logits(test_x), test_y, calibration["temperature"]))
+                    on = (held_out_accuracy(distorted_head),
+                          negative_log_likelihood(distorted_head.logits(test_x), test_y, calibration["temperature"]))
+                    record("distortions: off, NLL (out-of-fold temperature)", off[1])
+                    record("distortions: on, NLL (out-of-fold temperature)", on[1])
+                    record_paired("distortions: on - off", on, off)
                 if seed == seeds[0]:
                     # The rest measures what `train` delivers by default, once per fold.
                     head = default_head.with_temperature(calibration["temperature"])
@@ -247,7 +258,12 @@ def main() -> None:
           f"and seeds (min..max); {time.perf_counter() - started:.0f} s")
     width = max(map(len, rows)) + 2
     for name, values in rows.items():
-        if name.endswith(("accuracy", "agreement with Keras")) or "ECE" in name:
+        if name.endswith("(paired)"):
+            better = sum(value > 0 for value in values) if "accuracy" in name else sum(value < 0 for value in values)
+            worse = sum(value < 0 for value in values) if "accuracy" in name else sum(value > 0 for value in values)
+            text = (f"{statistics.median(values):+.3g}  ({min(values):+.3g}..{max(values):+.3g}); better in {better}, "
+                    f"worse in {worse} of {len(values)}")
+        elif name.endswith(("accuracy", "agreement with Keras")) or "ECE" in name:
             text = f"{statistics.median(values):.1%}  ({min(values):.1%}..{max(values):.1%})"
         else:
             text = f"{statistics.median(values):.3g}  ({min(values):.3g}..{max(values):.3g})"

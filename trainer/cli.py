@@ -225,7 +225,7 @@ def compare_command(
     image_dir: Path = typer.Option(..., "--image_dir", "--image-dir", help="Folder with one sub-folder of images per class: every image is scored by k-fold heads."),
     architectures: str = typer.Option(..., "--architectures", help="Comma-separated backbones to compare, named as for train --architecture, e.g. mobilenet_v1_0.25_224,mobilenet_v2_0.35_224,mobilenet_v2_0.5_224."),
     weights: str = typer.Option("imagenet", "--weights", help="Backbone weights as for train: one value for all, or comma-separated, one per architecture."),
-    bottleneck_dir: Path = typer.Option(default_bottleneck_dir(), "--bottleneck_dir", "--bottleneck-dir", help="Bottleneck cache, shared with train; the measured sizes and costs are kept here too, so a rerun takes seconds."),
+    bottleneck_dir: Path = typer.Option(default_bottleneck_dir(), "--bottleneck_dir", "--bottleneck-dir", help="Bottleneck cache, shared with train; the measured sizes and costs are kept here too, so a rerun builds no backbone and converts nothing."),
     report_dir: Path = typer.Option(Path("retrain_output"), "--report_dir", "--report-dir", help="Where compare.html and compare.json go."),
     folds: int = typer.Option(5, "--folds", min=2, help="Cross-validation folds (one head each, seconds on cached bottlenecks)."),
     how_many_training_steps: int = typer.Option(4000, "--how_many_training_steps", "--how-many-training-steps", help="Training steps of each head, as for train."),

@@ -8,7 +8,8 @@ to measure what it costs. The recommendation is the cheapest backbone whose accu
 one standard error of the best.
 
 The sizes, cost and bottleneck time of a backbone, weights and class count are kept beside the
-bottleneck cache, so a rerun on a warm cache builds no backbone and converts nothing: seconds.
+bottleneck cache, so a rerun on a warm cache builds no backbone and converts nothing: it only
+trains the k heads per backbone (about a minute for three backbones and 600 photos).
 """
 
 from __future__ import annotations
