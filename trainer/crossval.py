@@ -21,8 +21,6 @@ from trainer.calibration import expected_calibration_error, fit_temperature, neg
 from trainer.dataset import hash_percentage
 
 DEFAULT_FOLDS = 5
-# Fewer images than this in the folds together and no fold can hold out a useful share.
-MIN_FOLDED_IMAGES = 2
 
 
 def hash_folds(file_names: Sequence[str], folds: int) -> np.ndarray:
@@ -40,7 +38,7 @@ def out_of_fold_logits(fit: Callable[[np.ndarray, np.ndarray], Sequence], bottle
     None when fewer than two folds hold images: no head could be judged on photos it never saw.
     """
     folds = np.unique(fold_of)
-    if len(folds) < 2 or len(labels) < MIN_FOLDED_IMAGES:
+    if len(folds) < 2:
         return None
     logits = None
     for fold in folds:
