@@ -24,7 +24,9 @@ COLORS = ("red", "green", "blue")
 COLOR_BGR = {"red": (0, 0, 255), "green": (0, 255, 0), "blue": (255, 0, 0)}
 TINY_SIZE = (8, 8)  # (height, width) of the test models' input
 TEST_TIMEOUT_S = 60  # a run that has not ended by then is stopped with SIGTERM, and the test fails
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")  # the system's, from apt; never a download
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 def load_script(name: str):
@@ -128,14 +130,12 @@ def deadline():
 
 @pytest.fixture
 def chromium_page():
-    """A page of a real headless Chromium (the system's, from apt; never a downloaded one)."""
+    """A page of a real headless Chromium."""
     if CHROMIUM is None:
         pytest.skip("no Chromium installed (apt-get install chromium)")
     playwright = pytest.importorskip("playwright.sync_api")
     with playwright.sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        browser = driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
             yield browser.new_page()
         finally:
