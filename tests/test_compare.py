@@ -84,6 +84,8 @@ def test_the_page_in_headless_chromium_has_the_plot_and_the_table(compared, chro
     (["--architectures", "mobilenet_v2_0.35_96", "--weights", "missing.h5"], "error: --weights missing.h5: no such file"),
     (["--architectures", "mobilenet_v2_0.35_96,mobilenet_v1_0.25_128", "--weights", "none,none,none"],
      "error: --weights: give one value for every backbone or one per backbone (2), not 3"),
+    (["--architectures", "mobilenet_v2_0.35_96,mobilenet_v2_0.35_100"],
+     "error: Keras has no ImageNet weights for mobilenet_v2_0.35_100 at 100 px"),
 ])
 def test_bad_input_is_one_error_line_before_any_work(sample_dir, tmp_path, arguments, message):
     result = runner.invoke(app, ["compare", "--image_dir", str(sample_dir), "--bottleneck_dir", str(tmp_path / "cache"),

@@ -27,7 +27,9 @@ import numpy as np
 
 from edge.image import load_rgb
 from trainer import UserError
-from trainer.backbones import INPUT_MEAN, INPUT_STD, Backbone, build_backbone, get_backbone, weights_id
+from trainer.backbones import (
+    INPUT_MEAN, INPUT_STD, Backbone, build_backbone, check_imagenet_size, get_backbone, weights_id,
+)
 from trainer.bottlenecks import BottleneckCache, default_bottleneck_dir, file_keys, image_bottlenecks, make_forward
 from trainer.convert import DEFAULT_CALIBRATION_IMAGES, calibration_paths, convert_model
 from trainer.crossval import DEFAULT_FOLDS, mean_and_standard_error
@@ -136,6 +138,8 @@ def checked_inputs(options: CompareOptions) -> list[tuple[Backbone, str, str]]:
     names = [backbone.name for backbone in backbones]
     if len(set(names)) < len(names):
         raise UserError(f"--architectures names a backbone twice: {', '.join(names)}")
+    for backbone, weight in zip(backbones, weights):
+        check_imagenet_size(backbone, weight)
     return [(backbone, weight, weights_id(weight, options.seed)) for backbone, weight in zip(backbones, weights)]
 
 
