@@ -9,7 +9,6 @@ frame consumers (--save and --display, the --serve live view, --save_uncertain) 
 from __future__ import annotations
 
 import contextlib
-import functools
 import itertools
 import logging
 import os
@@ -26,7 +25,7 @@ import numpy as np
 
 from . import UserError
 from .collect import DEFAULT_SAVE_EVERY_S, DEFAULT_SAVE_MAX, UncertainSaver
-from .image import ImageError, load_rgb, resize_rgb
+from .image import ImageError, load_rgb, resize_bgr
 from .model import Model, load_model
 from .sources import VideoSource, image_files, open_camera
 
@@ -155,18 +154,9 @@ def top_labels(scores: np.ndarray, labels: list[str], k: int, threshold: float =
     return (top[0][0] if top[0][1] >= threshold else UNKNOWN_LABEL), top
 
 
-@functools.cache
-def _bgr_to_rgb() -> Callable[[np.ndarray], np.ndarray]:
-    try:
-        import cv2
-    except ImportError:  # picamera2 without OpenCV
-        return lambda frame: np.ascontiguousarray(frame[..., ::-1])
-    return lambda frame: cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-
-
 def frame_pixels(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """BGR uint8 (H, W, 3) frame -> RGB uint8 (height, width, 3) at size, resized as the trainer resizes."""
-    return resize_rgb(_bgr_to_rgb()(frame), size)
+    return resize_bgr(frame, size)
 
 
 def classify_frame(model: Model, frame: np.ndarray, top_k: int, threshold: float = 0.0,

@@ -213,6 +213,7 @@ def convert_command(
     labels: Path = typer.Option(None, "--labels", help="Labels file for --model, one per line in output order (default: the run's labels)."),
     output_tflite: Path = typer.Option(None, "--output_tflite", "--output-tflite", help="Where to write the model; labels.txt goes beside it (default: OUTPUT_DIR/model.tflite)."),
     num_threads: int = typer.Option(None, "--num_threads", "--num-threads", min=1, help="Interpreter threads for the latency measurement (default: all cores)."),
+    pi_cost: bool = typer.Option(False, "--pi_cost", "--pi-cost", help="Also count the aarch64 instructions per inference on a Raspberry Pi 4 (Cortex-A72) and 5 (Cortex-A76) under qemu (about a minute); needs the counter that `make arm64-check` then `make pi-cost` build."),
     verbose: bool = typer.Option(False, "--verbose", help="Also show the TFLite converter's log and informational messages."),
 ) -> None:
     """Convert the trained model to TFLite and prove it against the Keras model on the test split."""
@@ -225,7 +226,8 @@ def convert_command(
     options = ConvertOptions(
         output_dir=output_dir, quantization="int8" if quantize else (quantization or "float32"),
         model=model, labels=labels, output_tflite=output_tflite, image_dir=image_dir,
-        calibration_images=calibration_images, float_layers=float_layers, num_threads=num_threads, verbose=verbose,
+        calibration_images=calibration_images, float_layers=float_layers, num_threads=num_threads, pi_cost=pi_cost,
+        verbose=verbose,
     )
     run(convert_and_report, options)
 

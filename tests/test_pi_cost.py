@@ -1,0 +1,73 @@
+"""Pi cost: finding the counter, judging and showing counts, convert --pi_cost; the real counter when built."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import shared_path
+from trainer.cli import app
+from trainer.pi_cost import MAX_SPREAD, ModelCost, count, find_counter, problems, table
+
+
+def test_no_counter_until_every_part_is_there(tmp_path):
+    assert find_counter(tmp_path) is None
+    qemu, plugin = tmp_path / "qemu-aarch64", tmp_path / "pi_cost_plugin.so"
+    roots = {cpu: tmp_path / "roots" / cpu for cpu in ("cortex-a72", "cortex-a76")}
+    (tmp_path / "counter.json").write_text(json.dumps({
+        "qemu": str(qemu), "library_path": str(tmp_path), "plugin": str(plugin), "site_path": "/opt/deps",
+        "roots": {cpu: str(root) for cpu, root in roots.items()}}))
+    assert find_counter(tmp_path) is None
+    qemu.touch(), plugin.touch()
+    for root in roots.values():
+        (root / "opt" / "deps").mkdir(parents=True)
+    counter = find_counter(tmp_path)
+    assert counter is not None and counter.roots == roots
+    (tmp_path / "counter.json").write_text("{not json")
+    assert find_counter(tmp_path) is None
+
+
+def test_counting_without_the_counter_says_how_to_build_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("ARM64_CHECK_CACHE", str(tmp_path))
+    result = CliRunner().invoke(app, ["convert", "--output_dir", str(tmp_path), "--pi-cost"])
+    assert result.exit_code == 2
+    assert "make pi-cost" in result.output and "Traceback" not in result.output
+
+
+def cost(path: str, cpu: str, invoke: int, frame: int, spread: float = 0.0) -> ModelCost:
+    return ModelCost(Path(path), cpu, invoke, frame, spread)
+
+
+def test_problems_name_missing_zero_unrepeatable_and_implausible_counts():
+    good = [cost("/d/interop/float32.tflite", "cortex-a76", 44_000_000, 60_000_000),
+            cost("/d/pi_cost/int8_full.tflite", "cortex-a76", 23_000_000, 41_000_000)]
+    assert problems(good, [c.model for c in good], ("cortex-a76",)) == []
+    assert problems(good, [c.model for c in good], ("cortex-a72", "cortex-a76"))[0].startswith("no count for")
+    zero = [cost("/d/interop/float32.tflite", "cortex-a76", 0, 1_000_000)]
+    assert "invoke 0" in problems(zero, [zero[0].model], ("cortex-a76",))[0]
+    shaky = [cost("/d/interop/float32.tflite", "cortex-a76", 44_000_000, 60_000_000, spread=MAX_SPREAD * 2)]
+    assert "differ by" in problems(shaky, [shaky[0].model], ("cortex-a76",))[0]
+    dearer = [good[0], cost("/d/interop/int8.tflite", "cortex-a76", 45_000_000, 60_000_000)]
+    assert "not below" in problems(dearer, [c.model for c in dearer], ("cortex-a76",))[0]
+
+
+def test_table_shows_millions_and_the_frame_ratio():
+    lines = table([cost("/d/interop/int8.tflite", "cortex-a72", 45_700_000, 60_000_000),
+                   cost("/d/interop/int8.tflite", "cortex-a76", 22_600_000, 40_680_000)]).splitlines()
+    assert lines[0].startswith("| model | cortex-a72 (Pi 4) invoke | cortex-a76 (Pi 5) invoke")
+    assert lines[2] == "| interop/int8 | 45.7 M | 22.6 M | 40.7 M | 1.80x |"
+
+
+@pytest.mark.slow
+def test_real_counts_repeat_and_include_the_frame():
+    if find_counter() is None:
+        pytest.skip("the Pi instruction counter is not built (make arm64-check, then make pi-cost)")
+    model = shared_path("thirdparty", "mobilenet_v1_0.25_128_quant.tflite")
+    first, again = (count([model], ("cortex-a76",), repeats=2)[0] for _ in range(2))
+    assert 1_000_000 < first.invoke < first.frame
+    assert first.spread <= MAX_SPREAD
+    assert abs(again.invoke - first.invoke) <= MAX_SPREAD * first.invoke
+    assert abs(again.frame - first.frame) <= MAX_SPREAD * first.frame
