@@ -1,9 +1,10 @@
 """The pipeline: image or frame -> resize (edge.image, as the trainer) -> normalise -> invoke -> top-k.
 
 `run(options, ...)` is everything `edge-classify` does; the CLI only prints what it reports.
-Stream frames (camera, video) get per-stage timing and smoothing. Beside the classify loop,
-frame consumers (--save and --display, the --serve live view, --save_uncertain) each get every
-(frame, result) pair before the result is reported; none of them is part of the loop.
+Stream frames (camera, video) get per-stage timing and smoothing. Each (frame, result) pair is
+handed to the frame consumers the caller passes in (edge.consumers builds them from the options:
+--save and --display, the --serve live view, --save_uncertain) before the result is reported;
+the loop imports none of them.
 """
 
 from __future__ import annotations
@@ -11,9 +12,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import os
 import signal
-import sys
 import threading
 import time
 from collections import deque
@@ -24,23 +23,15 @@ from pathlib import Path
 import numpy as np
 
 from . import UserError
-from .collect import DEFAULT_SAVE_EVERY_S, DEFAULT_SAVE_MAX, UncertainSaver
 from .image import ImageError, load_rgb, resize_bgr
 from .model import Model, load_model
+from .results import UNKNOWN_LABEL, FrameConsumer, Result
 from .sources import VideoSource, image_files, open_camera
 
 logger = logging.getLogger(__name__)
 
-UNKNOWN_LABEL = "unknown"  # reported when the top score is below --threshold
 EMIT_CHOICES = ("all", "changes")  # --emit: every result, or only when the top label changes
 STATS_WINDOW_FRAMES = 30  # FPS and stage times are averaged over this many stream frames
-LIVE_SAVE_FPS = 10.0  # frame rate written to --save for a live camera, which announces none reliably
-WINDOW_TITLE = "edge-classify"
-QUIT_KEYS = (ord("q"), 27)  # q or Esc closes the --display window
-TEXT_COLOR = (0, 255, 0)  # BGR
-TEXT_OUTLINE = (0, 0, 0)
-TEXT_SCALE = 0.6  # OpenCV font scale, ~14 px tall
-TEXT_LINE_HEIGHT = 22  # px
 
 
 @dataclass
@@ -58,34 +49,9 @@ class ClassifyOptions:
     threshold: float = 0.0  # a top score below this is reported as UNKNOWN_LABEL
     max_frames: int | None = None  # stop after this many images or frames
     smooth: int = 1  # average scores over the last N stream frames
-    save: Path | None = None  # write annotated stream frames to this video file
-    display: bool = False  # show annotated stream frames in a window
     max_reconnects: int | None = None  # failed attempts in a row to reopen a lost live source; None: no limit
-    serve: str | None = None  # "[HOST:]PORT" of the read-only live view (edge.serve); None: off
     emit: str = "all"  # one of EMIT_CHOICES
     delegate: Path | None = None  # external delegate library, e.g. libedgetpu.so.1
-    save_uncertain: Path | None = None  # keep stream frames below --threshold or --margin here (edge.collect)
-    margin: float | None = None  # top-two score difference below which a frame is uncertain
-    save_every: float = DEFAULT_SAVE_EVERY_S  # seconds between saved uncertain frames, at least
-    save_max: int = DEFAULT_SAVE_MAX  # images in the save_uncertain folder, at most
-
-
-@dataclass
-class Result:
-    """The classification of one image or frame."""
-
-    source: str  # file path, or the camera as given
-    frame: int  # index in the stream; 0 for a file
-    time: float  # seconds since the epoch when the image was read
-    label: str  # top label, or UNKNOWN_LABEL below the threshold
-    top_k: list[tuple[str, float]]  # (label, score), best first; empty while collecting (no model)
-    latency_ms: float  # preprocess + inference + top-k, for this image
-    frame_age_ms: float  # from capture (or reading the file) to this result
-
-    def to_json(self) -> dict:
-        return {"source": self.source, "frame": self.frame, "time": round(self.time, 3), "label": self.label,
-                "top_k": [{"label": label, "score": round(score, 6)} for label, score in self.top_k],
-                "latency_ms": round(self.latency_ms, 3), "frame_age_ms": round(self.frame_age_ms, 3)}
 
 
 @dataclass
@@ -236,64 +202,6 @@ def classify_stream(model: Model, source: VideoSource, options: ClassifyOptions,
         summary.stream.dropped, summary.outages, summary.source_lost = source.dropped, source.outages, source.lost
 
 
-def annotate(frame: np.ndarray, result: Result) -> np.ndarray:
-    """A copy of the BGR `frame` with the result drawn on it: label and score, then the frame's age."""
-    import cv2
-
-    label, top = result.label, result.top_k
-    lines = [label if not top else f"{label} {top[0][1]:.2f}" if label != UNKNOWN_LABEL
-             else f"{label} ({top[0][0]} {top[0][1]:.2f})", f"frame {result.frame}, {result.frame_age_ms:.0f} ms old"]
-    annotated = frame.copy()
-    for number, text in enumerate(lines, start=1):
-        origin = (8, number * TEXT_LINE_HEIGHT)
-        font = cv2.FONT_HERSHEY_SIMPLEX
-        cv2.putText(annotated, text, origin, font, TEXT_SCALE, TEXT_OUTLINE, 3, cv2.LINE_AA)
-        cv2.putText(annotated, text, origin, font, TEXT_SCALE, TEXT_COLOR, 1, cv2.LINE_AA)
-    return annotated
-
-
-class _FrameOutput:
-    """--save and --display: a frame consumer writing and showing annotated frames."""
-
-    def __init__(self, options: ClassifyOptions, fps: float, stop: threading.Event):
-        self.save, self.display, self.fps, self.stop = options.save, options.display, fps, stop
-        self.writer = None
-        try:
-            import cv2
-        except ImportError:  # picamera2 frames need no OpenCV; drawing and writing them do
-            raise UserError("--save and --display need OpenCV: pip install 'retrain-edge[camera]'") from None
-        self.cv2 = cv2
-
-    def add(self, frame: np.ndarray, result: Result) -> None:
-        """Annotate, write and display `frame`; closing the window (q, Esc) stops the run."""
-        annotated = annotate(frame, result)
-        if self.save:
-            if self.writer is None:
-                self.writer = self._open_writer(frame.shape[1], frame.shape[0])
-            self.writer.write(annotated)
-        if self.display:
-            try:
-                self.cv2.imshow(WINDOW_TITLE, annotated)
-            except self.cv2.error:
-                raise UserError("--display needs OpenCV with window support (pip install opencv-python, "
-                                "not -headless); use --save out.mp4 instead") from None
-            if (self.cv2.waitKey(1) & 0xFF) in QUIT_KEYS:
-                self.stop.set()
-
-    def _open_writer(self, width: int, height: int):
-        fourcc = self.cv2.VideoWriter_fourcc(*("mp4v" if self.save.suffix.lower() in (".mp4", ".m4v", ".mov") else "MJPG"))
-        writer = self.cv2.VideoWriter(str(self.save), fourcc, self.fps, (width, height))
-        if not writer.isOpened():
-            raise UserError(f"cannot write the video {self.save}: use a .mp4 or .avi name in a writable folder")
-        return writer
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.release()
-        if self.display:
-            self.cv2.destroyAllWindows()
-
-
 def _check_options(options: ClassifyOptions) -> None:
     if not options.inputs and options.camera is None:
         raise UserError("no input given: name image files or folders, or use --camera 0")
@@ -303,19 +211,10 @@ def _check_options(options: ClassifyOptions) -> None:
         raise UserError("--max_frames must be at least 1")
     if options.smooth < 1:
         raise UserError("--smooth must be at least 1")
-    if (options.save or options.display or options.serve) and options.camera is None:
-        raise UserError("--save, --display and --serve work with --camera (a camera, video file or stream)")
-    if options.save_uncertain and options.camera is None:
-        raise UserError("--save_uncertain keeps frames of --camera (a camera, video file or stream)")
-    if options.margin is not None and options.top_k < 2:
-        raise UserError("--margin compares the top two scores: use --top_k 2 or more")
     if options.max_reconnects is not None and options.max_reconnects < 0:
         raise UserError("--max_reconnects must be 0 or more")
     if options.emit not in EMIT_CHOICES:
         raise UserError(f"--emit must be one of {', '.join(EMIT_CHOICES)}, not {options.emit}")
-    if options.display and sys.platform.startswith("linux") and not (
-            os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        raise UserError("--display needs a screen and none is set (no DISPLAY); use --save out.mp4 on a headless device")
 
 
 @contextlib.contextmanager
@@ -345,19 +244,22 @@ def _stop_on_signals(stop: threading.Event, summary: Summary) -> Iterator[None]:
             signal.signal(number, handler)
 
 
+# (the stream's frames per second, None when unknown; the run's stop event) -> the frame consumers
+OpenConsumers = Callable[[float | None, threading.Event], list[FrameConsumer]]
+
+
 def run(options: ClassifyOptions, on_result: Callable[[Result], None],
         on_stats: Callable[[StageTimes], None] = lambda stats: None,
-        on_serving: Callable[[str], None] = lambda url: None) -> Summary:
+        consumers: OpenConsumers = lambda fps, stop: []) -> Summary:
     """Classify options.inputs, then options.camera; hand each Result to on_result (all, or changes).
 
+    `consumers` opens the frame consumers (edge.consumers.frame_consumers) when the stream starts;
+    each gets every (frame, result) pair, and is closed when the run ends. A consumer may set the
+    stop event to end the run (the --display window closed).
     SIGTERM, SIGINT (Ctrl-C) or KeyboardInterrupt end the run cleanly after the current frame: the
-    summary says how it ended, a --save video is complete. on_serving gets the --serve URL.
+    summary says how it ended, a --save video is complete.
     """
     _check_options(options)
-    if options.serve:
-        from .serve import parse_address
-
-        parse_address(options.serve)  # a bad address is an error before the model is loaded
     model = load_model(options.model, options.labels, options.num_threads, options.input_mean, options.input_std,
                        options.delegate)
     started = time.perf_counter()
@@ -387,12 +289,11 @@ def run(options: ClassifyOptions, on_result: Callable[[Result], None],
                         if not report(result):
                             break
             if source is not None and results_left != 0 and not stop.is_set():
-                consumers = [stack.enter_context(contextlib.closing(consumer))
-                             for consumer in _frame_consumers(options, source, stop, on_serving)]
+                opened = [stack.enter_context(contextlib.closing(consumer)) for consumer in consumers(source.fps, stop)]
                 with contextlib.closing(classify_stream(model, source, options, summary, stop, on_stats)) as results:
                     for frame, result in results:
                         # Consumers first: a caller that stops at this result still gets this frame saved.
-                        for consumer in consumers:
+                        for consumer in opened:
                             consumer.add(frame, result)
                         if not report(result):
                             break
@@ -403,20 +304,3 @@ def run(options: ClassifyOptions, on_result: Callable[[Result], None],
         raise UserError("no readable images found in " + ", ".join(str(path) for path in options.inputs))
     return summary
 
-
-def _frame_consumers(options: ClassifyOptions, source: VideoSource, stop: threading.Event,
-                     on_serving: Callable[[str], None]) -> list:
-    """The consumers of (frame, result) pairs the options ask for, each with add(frame, result) and close()."""
-    consumers = []
-    if options.save or options.display:
-        consumers.append(_FrameOutput(options, source.fps or LIVE_SAVE_FPS, stop))
-    if options.serve:
-        from .serve import LiveView, parse_address
-
-        view = LiveView(*parse_address(options.serve))
-        on_serving(view.url)
-        consumers.append(view)
-    if options.save_uncertain:
-        consumers.append(UncertainSaver(options.save_uncertain, options.threshold, options.margin,
-                                        options.save_every, options.save_max, source.fps))
-    return consumers

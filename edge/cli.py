@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Optional
@@ -11,37 +10,16 @@ from typing import Optional
 import typer
 
 from . import UserError
-from .classify import EMIT_CHOICES, UNKNOWN_LABEL, ClassifyOptions, Result, StageTimes, run
+from .classify import EMIT_CHOICES, ClassifyOptions, StageTimes, run
 from .collect import DEFAULT_COLLECT_EVERY_S, DEFAULT_SAVE_EVERY_S, DEFAULT_SAVE_MAX, CollectOptions, collect
+from .consumers import ConsumerOptions, frame_consumers
+from .logs import setup_logging
+from .results import UNKNOWN_LABEL, Result
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 EXIT_CAMERA_LOST = 1  # a live source could not be reopened: a service manager restarts the run
 EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports a process ended by SIGINT
-
-
-class _StderrHandler(logging.StreamHandler):
-    """`warning: ...` lines on sys.stderr as it is when a record arrives (test runners swap it)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return f"{record.levelname.lower()}: {record.getMessage()}"
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _) -> None:
-        pass
-
-
-def setup_logging(verbose: bool = False) -> None:
-    """Our packages' warnings (and with verbose, their information) as plain lines on stderr."""
-    root = logging.getLogger()
-    root.handlers[:] = [handler for handler in root.handlers if not isinstance(handler, _StderrHandler)]
-    root.addHandler(_StderrHandler())
-    for name in ("trainer", "edge"):
-        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 def _format_result(result: Result, camera: str | None) -> str:
@@ -93,6 +71,7 @@ def classify(
         "With --save_uncertain: save at most one frame per this many seconds.")),
     save_max: int = typer.Option(DEFAULT_SAVE_MAX, "--save_max", "--save-max", metavar="N", help=(
         "With --save_uncertain: stop saving while DIR holds this many images (counting those already there).")),
+    verbose: bool = typer.Option(False, "--verbose", help="Also print informational messages and LiteRT's start-up lines."),
 ) -> None:
     """Classify images, a camera or a video with a TFLite image classifier (no TensorFlow needed).
 
@@ -100,7 +79,7 @@ def classify(
     when lost. SIGTERM and Ctrl-C stop after the current frame, with the --save video complete:
     exit code 0 for SIGTERM, 130 for Ctrl-C.
     """
-    setup_logging()
+    setup_logging(verbose)
     if collect_dir is not None:
         _collect(collect_dir, label, every, camera, inputs, max_frames, max_reconnects, serve,
                  bool(save or display or save_uncertain))
@@ -111,8 +90,9 @@ def classify(
     options = ClassifyOptions(
         inputs=list(inputs or []), camera=camera, model=model, labels=labels, num_threads=num_threads,
         input_mean=input_mean, input_std=input_std, top_k=top_k, threshold=threshold, max_frames=max_frames,
-        smooth=smooth, save=save, display=display, max_reconnects=max_reconnects, serve=serve, emit=emit,
-        delegate=delegate, save_uncertain=save_uncertain, margin=margin, save_every=save_every, save_max=save_max)
+        smooth=smooth, max_reconnects=max_reconnects, emit=emit, delegate=delegate)
+    consumer_options = ConsumerOptions(save=save, display=display, serve=serve, save_uncertain=save_uncertain,
+                                       margin=margin, save_every=save_every, save_max=save_max)
 
     def on_result(result: Result) -> None:
         print(json.dumps(result.to_json()) if json_lines else _format_result(result, camera), flush=True)
@@ -123,7 +103,8 @@ def classify(
     def on_serving(url: str) -> None:
         print(f"live view at {url}", file=sys.stderr, flush=True)
 
-    summary = _run_reporting_errors(lambda: run(options, on_result, on_stats, on_serving))
+    summary = _run_reporting_errors(lambda: run(options, on_result, on_stats,
+                                                frame_consumers(consumer_options, options, on_serving)))
     if summary.source_lost and not summary.terminated:
         raise typer.Exit(EXIT_CAMERA_LOST)
 

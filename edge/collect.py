@@ -24,6 +24,7 @@ from PIL import Image
 
 from . import UserError
 from .files import new_temporary, replacing
+from .results import Result
 from .sources import open_camera
 
 logger = logging.getLogger(__name__)
@@ -204,8 +205,8 @@ class UncertainSaver:
         self.sidecar.flush()
         return relative
 
-    def add(self, frame: np.ndarray, result) -> None:
-        """Offer a classified stream frame: result is an edge.classify.Result."""
+    def add(self, frame: np.ndarray, result: Result) -> None:
+        """Offer a classified stream frame."""
         timestamp = result.frame / self.fps if self.fps else result.time
         self.offer(frame, timestamp, result.top_k, result.to_json())
 
@@ -252,8 +253,6 @@ def collect(options: CollectOptions, on_saved: Callable[[Path], None] = lambda p
     same frames however fast it is read; a live camera by when each frame was captured.
     Ctrl-C ends the run; every file written is whole.
     """
-    from .classify import Result
-
     if options.max_frames is not None and options.max_frames < 1:
         raise UserError("--max_frames must be at least 1")
     collector = Collector(options.folder, options.label, options.every)

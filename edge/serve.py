@@ -26,7 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 
 from . import UserError
-from .classify import Result, annotate
+from .results import Result, annotate
 
 logger = logging.getLogger(__name__)
 

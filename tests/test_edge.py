@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 import edge
 from edge.classify import ClassifyOptions, frame_pixels, run, top_labels
 from edge.cli import app
+from edge.consumers import ConsumerOptions, frame_consumers
 from edge.image import load_rgb, resize_bgr, resize_rgb
 from edge.model import load_model, quantization_table, read_metadata
 
@@ -277,7 +278,8 @@ def test_ctrl_c_ends_cleanly_with_a_complete_video(color_models, tmp_path):
         if len(seen) == 5:
             raise KeyboardInterrupt
 
-    summary = run(ClassifyOptions(camera=str(video), model=color_models["float"], save=saved), interrupt_at_five)
+    options = ClassifyOptions(camera=str(video), model=color_models["float"])
+    summary = run(options, interrupt_at_five, consumers=frame_consumers(ConsumerOptions(save=saved), options))
     assert summary.interrupted and summary.stream.frames == 5 and "(interrupted)" in str(summary)
     assert count_frames(saved) == 5
 

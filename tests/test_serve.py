@@ -17,7 +17,9 @@ import pytest
 from conftest import TEST_TIMEOUT_S
 from test_service import solid_jpeg, soak
 
-from edge.classify import ClassifyOptions, Result, run
+from edge.classify import ClassifyOptions, run
+from edge.consumers import ConsumerOptions, frame_consumers
+from edge.results import Result
 from edge.serve import MAX_CLIENTS, LiveView
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -29,9 +31,9 @@ def serving(color_models, deadline):
     """edge-classify --camera <stand-in, red> --serve 127.0.0.1:0, running in a thread; yields the view's port."""
     camera = soak.StandInCamera([solid_jpeg("red")], fps=30)
     urls, summaries = [], []
-    options = ClassifyOptions(camera=camera.url, model=color_models["float"], serve="127.0.0.1:0", max_reconnects=0)
-    thread = threading.Thread(target=lambda: summaries.append(run(options, lambda result: None,
-                                                                  on_serving=urls.append)))
+    options = ClassifyOptions(camera=camera.url, model=color_models["float"], max_reconnects=0)
+    consumers = frame_consumers(ConsumerOptions(serve="127.0.0.1:0"), options, urls.append)
+    thread = threading.Thread(target=lambda: summaries.append(run(options, lambda result: None, consumers=consumers)))
     thread.start()
     try:
         for _ in range(100):

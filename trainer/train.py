@@ -288,10 +288,11 @@ def build_classifier(backbone_model, head: SoftmaxHead):
     return keras.Model(backbone_model.input, outputs, name="retrained_classifier")
 
 
-def set_arrays(images: ImageList, set_name: str, vectors_by_path: dict[str, np.ndarray]):
+def set_arrays(images: ImageList, set_name: str, vectors_by_path: dict[str, np.ndarray], bottleneck_size: int):
+    """(bottlenecks (n, bottleneck_size), label indices (n,), relative paths) of one set; n may be 0."""
     examples = images.examples(set_name)
     if not examples:
-        return np.zeros((0, 0), np.float32), np.zeros(0, np.int64), []
+        return np.zeros((0, bottleneck_size), np.float32), np.zeros(0, np.int64), []
     paths = [path for path, _ in examples]
     return np.stack([vectors_by_path[path] for path in paths]), np.array([label for _, label in examples]), paths
 
@@ -323,9 +324,9 @@ def train(options: TrainOptions) -> TrainResult:
     vectors_by_path = dict(zip(all_paths, vectors))
     timings["bottlenecks_s"] = time.perf_counter() - started
 
-    train_x, train_y, _ = set_arrays(images, "training", vectors_by_path)
-    validation_x, validation_y, _ = set_arrays(images, "validation", vectors_by_path)
-    test_x, test_y, test_paths = set_arrays(images, "testing", vectors_by_path)
+    train_x, train_y, _ = set_arrays(images, "training", vectors_by_path, backbone.bottleneck_size)
+    validation_x, validation_y, _ = set_arrays(images, "validation", vectors_by_path, backbone.bottleneck_size)
+    test_x, test_y, test_paths = set_arrays(images, "testing", vectors_by_path, backbone.bottleneck_size)
     if not len(train_y):
         raise UserError("no training images: lower --validation_percentage and --testing_percentage or add images")
 
@@ -348,6 +349,9 @@ def train(options: TrainOptions) -> TrainResult:
         summaries.close()
     head, calibration = calibrate(head, validation_x, validation_y)
     timings["training_s"] = time.perf_counter() - started
+    skipped_steps = steps_skipped(options, len(validation_y))
+    for step, reason in skipped_steps.items():
+        log.warning("skipped %s: %s", step.replace("_", " "), reason)
 
     test_accuracy, misclassified = None, []
     if len(test_y):
@@ -380,6 +384,7 @@ def train(options: TrainOptions) -> TrainResult:
                                        "early_stopping")},
         "kept_step": next((record["step"] for record in history if record.get("kept")), history[-1]["step"]),
         "calibration": calibration,
+        "skipped_steps": skipped_steps,
         "distortions": distortions,
         "history": history,
         "accuracy": {"validation": validation_accuracy, "test": test_accuracy},
@@ -392,6 +397,23 @@ def train(options: TrainOptions) -> TrainResult:
     }
     write_outputs(options, build_classifier(backbone_model, head), images.labels, run)
     return TrainResult(options.output_dir, validation_accuracy, test_accuracy, len(test_y), misclassified, run)
+
+
+def steps_skipped(options: TrainOptions, validation_count: int) -> dict[str, str]:
+    """The steps of the recipe that did not run for want of validation images: step -> why, for
+    run.json and the summary. The centring statistics come from the training split alone, so
+    they never need one."""
+    if validation_count:
+        return {}
+    if options.validation_percentage == 0:
+        why = "the validation split is empty (--validation_percentage 0)"
+    else:
+        why = (f"the validation split is empty (no file name hashes into its {options.validation_percentage}%; "
+               "raise --validation_percentage or add images)")
+    skipped = {"temperature": f"{why}, so the scores are left uncalibrated (temperature 1)"}
+    if options.early_stopping:
+        skipped["early_stopping"] = f"{why}, so the last step's head is kept"
+    return skipped
 
 
 def write_outputs(options: TrainOptions, model, labels: list[str], run: dict) -> None:
