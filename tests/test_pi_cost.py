@@ -71,3 +71,16 @@ def test_real_counts_repeat_and_include_the_frame():
     assert first.spread <= MAX_SPREAD
     assert abs(again.invoke - first.invoke) <= MAX_SPREAD * first.invoke
     assert abs(again.frame - first.frame) <= MAX_SPREAD * first.frame
+
+
+def test_convert_proof_table_shows_the_counts_or_how_to_get_them():
+    from trainer.convert import ConversionReport
+
+    report = ConversionReport(mode="int8", tflite_path=Path("m.tflite"), labels_path=Path("labels.txt"),
+                              size_bytes=1, input_dtype="uint8", output_dtype="uint8", calibration_count=1,
+                              conversion_seconds=1.0, test_count=0)
+    assert "instructions per invoke, Pi 5 (cortex-a76)" in report.table()
+    assert report.table().count("n/a (--pi_cost)") == 2
+    report.pi_instructions = {"cortex-a72": 45_700_000, "cortex-a76": 22_600_000}
+    rows = [line.split() for line in report.table().splitlines() if line.startswith("instructions per invoke")]
+    assert [row[-2:] for row in rows] == [["45.7", "M"], ["22.6", "M"]]

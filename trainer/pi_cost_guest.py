@@ -9,6 +9,7 @@ is the region's label. stdout gets one JSON line: label -> [model path, what was
 usage: python3 pi_cost_guest.py REPEATS MODEL.tflite...
 """
 
+import gc
 import json
 import os
 import sys
@@ -36,6 +37,8 @@ def _mark(offset: int, label: int) -> None:
 
 def main(repeats: int, model_paths: list[str]) -> dict[int, list[str]]:
     regions: dict[int, list[str]] = {}
+    # A collection landing inside one counted frame and not in the others would make it unrepeatable.
+    gc.disable()
 
     def counted(model_path: str, what: str, run) -> None:
         for _ in range(repeats):
