@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,7 @@ from typer.testing import CliRunner
 
 from conftest import shared_path
 from trainer.cli import app
-from trainer.pi_cost import MAX_SPREAD, ModelCost, count, find_counter, problems, table
+from trainer.pi_cost import MAX_FRAME_SPREAD, MAX_SPREAD, ModelCost, count, find_counter, problems, spread, table
 
 
 def test_no_counter_until_every_part_is_there(tmp_path):
@@ -38,7 +40,7 @@ def test_counting_without_the_counter_says_how_to_build_it(tmp_path, monkeypatch
 
 
 def cost(path: str, cpu: str, invoke: int, frame: int, spread: float = 0.0) -> ModelCost:
-    return ModelCost(Path(path), cpu, invoke, frame, spread)
+    return ModelCost(Path(path), cpu, [invoke, invoke, round(invoke * (1 + spread))], [frame] * 3)
 
 
 def test_problems_name_missing_zero_unrepeatable_and_implausible_counts():
@@ -49,7 +51,7 @@ def test_problems_name_missing_zero_unrepeatable_and_implausible_counts():
     zero = [cost("/d/interop/float32.tflite", "cortex-a76", 0, 1_000_000)]
     assert "invoke 0" in problems(zero, [zero[0].model], ("cortex-a76",))[0]
     shaky = [cost("/d/interop/float32.tflite", "cortex-a76", 44_000_000, 60_000_000, spread=MAX_SPREAD * 2)]
-    assert "differ by" in problems(shaky, [shaky[0].model], ("cortex-a76",))[0]
+    assert "invoke counts differ by" in problems(shaky, [shaky[0].model], ("cortex-a76",))[0]
     dearer = [good[0], cost("/d/interop/int8.tflite", "cortex-a76", 45_000_000, 60_000_000)]
     assert "not below" in problems(dearer, [c.model for c in dearer], ("cortex-a76",))[0]
 
@@ -68,7 +70,7 @@ def test_real_counts_repeat_and_include_the_frame():
     model = shared_path("thirdparty", "mobilenet_v1_0.25_128_quant.tflite")
     first, again = (count([model], ("cortex-a76",), repeats=2)[0] for _ in range(2))
     assert 1_000_000 < first.invoke < first.frame
-    assert first.spread <= MAX_SPREAD
+    assert spread(first.invoke_runs) <= MAX_SPREAD and spread(first.frame_runs) <= MAX_FRAME_SPREAD
     assert abs(again.invoke - first.invoke) <= MAX_SPREAD * first.invoke
     assert abs(again.frame - first.frame) <= MAX_SPREAD * first.frame
 
@@ -84,3 +86,11 @@ def test_convert_proof_table_shows_the_counts_or_how_to_get_them():
     report.pi_instructions = {"cortex-a72": 45_700_000, "cortex-a76": 22_600_000}
     rows = [line.split() for line in report.table().splitlines() if line.startswith("instructions per invoke")]
     assert [row[-2:] for row in rows] == [["45.7", "M"], ["22.6", "M"]]
+
+
+def test_make_pi_cost_says_what_is_missing(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "scripts" / "pi_cost.py"
+    for arguments, expected in ((["--demo", str(tmp_path), "--no-thirdparty"], "run `make demo` first"),
+                                (["--no_demo", "--no_thirdparty"], "nothing to count")):
+        result = subprocess.run([sys.executable, str(script), *arguments], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2 and result.stderr.startswith("error: ") and expected in result.stderr

@@ -24,8 +24,9 @@ PI_COST_START = 0x5049434F  # the offsets scripts/pi_cost_plugin.c recognises
 PI_COST_STOP = 0x50494350
 FRAME_SHAPE = (480, 640, 3)  # a 640x480 BGR camera frame, as OpenCV and picamera2 deliver it
 TOP_K = 3  # edge-classify's default
-# Invocations before counting: the first ones pack XNNPACK's weights and plan its buffers.
-WARMUP_INVOCATIONS = 2
+# Runs before counting: the first invocations pack XNNPACK's weights and plan its buffers, the
+# first frames settle the allocator's free lists (their counts fall for about three frames).
+WARMUP_INVOCATIONS = 4
 
 
 def _mark(offset: int, label: int) -> None:
