@@ -42,9 +42,11 @@ log = logging.getLogger(__name__)
 MODES = ("float32", "dynamic", "float16", "int8")
 TFLITE_FILE = "model.tflite"
 DEFAULT_CALIBRATION_IMAGES = 200
-# int8: layers of largest quantisation error left in float by default (README: "int8 that agrees",
-# measured by scripts/bench_trust.py).
-DEFAULT_FLOAT_LAYERS = 15
+# int8: layers of largest quantisation error left in float by default: the fewest whose k-fold
+# median agreement with Keras reaches 99% (scripts/bench_trust.py), since each one costs a Pi 5
+# dot-product kernel (docs/pi-cost.md: 15 layers cost 1.39x full int8's instructions, 10 cost 1.18x
+# and agree as well).
+DEFAULT_FLOAT_LAYERS = 10
 # An accuracy this far (fraction) below the Keras model's on the test split earns a warning.
 ACCURACY_DROP_WARNING = 0.01
 # Top-1 agreement with the Keras model on the validation split below this earns a warning.
