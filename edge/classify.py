@@ -23,8 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from . import UserError
-from .image import ImageError, load_rgb, resize_bgr
+from .image import ImageError, load_rgb, open_rgb, resize_bgr, resize_rgb
 from .model import Model, load_model
+from .motion import DEFAULT_INTERVAL_S, DEFAULT_MOTION_THRESHOLD, Gate
+from .region import Crop, Cropper, parse_crop
 from .results import UNKNOWN_LABEL, FrameConsumer, Result
 from .sources import VideoSource, image_files, open_camera
 
@@ -52,36 +54,57 @@ class ClassifyOptions:
     max_reconnects: int | None = None  # failed attempts in a row to reopen a lost live source; None: no limit
     emit: str = "all"  # one of EMIT_CHOICES
     delegate: Path | None = None  # external delegate library, e.g. libedgetpu.so.1
+    crop: str | None = None  # "X,Y,W,H" (edge.region): only this region is classified; None: the whole image
+    motion: bool = False  # classify a stream frame only when its region moved (edge.motion), or at the interval
+    motion_threshold: float = DEFAULT_MOTION_THRESHOLD  # fraction of the region's pixels that must change
+    interval: float | None = None  # seconds; with --motion None means DEFAULT_INTERVAL_S, without it every frame
 
 
 @dataclass
 class StageTimes:
-    """Mean time per frame in each stage over some frames, and the frame rate."""
+    """Mean time per frame in each stage over some frames, and the frame rate.
 
-    frames: int = 0
+    Capture and motion are averaged over every frame read; preprocess, inference and age over the
+    frames classified (all of them unless --motion or --interval skips some).
+    """
+
+    frames: int = 0  # read
     seconds: float = 0.0  # wall time over these frames
     capture_ms: float = 0.0  # reading or decoding
+    motion_ms: float = 0.0  # deciding whether to classify (--motion, --interval)
     preprocess_ms: float = 0.0  # colour conversion, resize, normalisation
     inference_ms: float = 0.0  # invoke and dequantise
     age_ms: float = 0.0  # from capture to result
-    dropped: int = 0  # live frames replaced by a newer one before they were classified
+    dropped: int = 0  # live frames replaced by a newer one before they were read
+    skipped: int = 0  # frames read but not classified: no motion, and the interval not yet over
+    gated: bool = False  # frames may be skipped: the line counts them and the motion check's time
 
     @property
     def fps(self) -> float:
+        """Frames read per second."""
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
-    def add(self, seconds: float, capture: float, preprocess: float, inference: float, age: float) -> None:
-        """Add one frame's stage times and age (seconds each), keeping means in ms."""
+    def add(self, seconds: float, capture: float, motion: float = 0.0) -> None:
+        """Add one frame read: the time since the previous one, reading it and the motion check (seconds)."""
         n = self.frames
         self.capture_ms = (self.capture_ms * n + capture * 1000) / (n + 1)
+        self.motion_ms = (self.motion_ms * n + motion * 1000) / (n + 1)
+        self.frames, self.seconds = n + 1, self.seconds + seconds
+        self.skipped += 1  # until add_classified says otherwise
+
+    def add_classified(self, preprocess: float, inference: float, age: float) -> None:
+        """The frame added last was classified: its stage times and age (seconds each)."""
+        self.skipped -= 1
+        n = self.frames - self.skipped - 1  # classified before this one
         self.preprocess_ms = (self.preprocess_ms * n + preprocess * 1000) / (n + 1)
         self.inference_ms = (self.inference_ms * n + inference * 1000) / (n + 1)
         self.age_ms = (self.age_ms * n + age * 1000) / (n + 1)
-        self.frames, self.seconds = n + 1, self.seconds + seconds
 
     def __str__(self) -> str:
-        return (f"{self.fps:.1f} fps | capture {self.capture_ms:.1f} ms | preprocess {self.preprocess_ms:.1f} ms"
-                f" | inference {self.inference_ms:.1f} ms | age {self.age_ms:.1f} ms, {self.dropped} dropped")
+        motion = f" | motion {self.motion_ms:.2f} ms" if self.gated else ""
+        return (f"{self.fps:.1f} fps | capture {self.capture_ms:.1f} ms{motion} | preprocess {self.preprocess_ms:.1f} ms"
+                f" | inference {self.inference_ms:.1f} ms | age {self.age_ms:.1f} ms, {self.dropped} dropped"
+                + (f", {self.skipped} skipped" if self.gated else ""))
 
 
 @dataclass
@@ -144,37 +167,52 @@ def classify_frame(model: Model, frame: np.ndarray, top_k: int, threshold: float
 
 
 def classify_files(model: Model, paths: list[Path], options: ClassifyOptions, summary: Summary,
-                   stop: threading.Event) -> Iterator[Result]:
-    """One Result per readable image under `paths` until `stop` is set; unreadable files are warnings."""
+                   stop: threading.Event, crop: Crop | None = None) -> Iterator[Result]:
+    """One Result per readable image under `paths` until `stop` is set; unreadable files are warnings.
+
+    With `crop`, a file the region does not fit in is a warning too (files may differ in size).
+    """
     for path in image_files(paths):
         if stop.is_set():
             return
         read_at, started_reading = time.time(), time.perf_counter()
+        box = None
         try:
-            pixels = load_rgb(path, model.input_size)
-        except ImageError as error:
-            logger.warning(str(error))
+            if crop is None:
+                pixels = load_rgb(path, model.input_size)
+            else:  # decoded whole: the decoder's shrinking (load_rgb's draft) would move the region
+                image = open_rgb(path)
+                box = crop.box(*image.size)
+                x, y, width, height = box
+                pixels = resize_rgb(image.crop((x, y, x + width, y + height)), model.input_size)
+        except (ImageError, UserError) as error:
+            logger.warning(f"{path}: {error}" if isinstance(error, UserError) else str(error))
             summary.unreadable += 1
             continue
         start = time.perf_counter()
         label, top = top_labels(model.scores(pixels), model.labels, options.top_k, options.threshold)
         summary.images += 1
         done = time.perf_counter()
-        yield Result(str(path), 0, read_at, label, top, (done - start) * 1000, (done - started_reading) * 1000)
+        yield Result(str(path), 0, read_at, label, top, (done - start) * 1000, (done - started_reading) * 1000,
+                     region=box)
 
 
 def classify_stream(model: Model, source: VideoSource, options: ClassifyOptions, summary: Summary,
                     stop: threading.Event, on_stats: Callable[[StageTimes], None] = lambda stats: None,
-                    ) -> Iterator[tuple[np.ndarray, Result]]:
-    """(BGR frame, Result) for each frame `source` hands out until it ends or `stop` is set.
+                    crop: Crop | None = None, gate: Gate | None = None) -> Iterator[tuple[np.ndarray, Result, bool]]:
+    """(BGR frame, Result, classified) for each frame `source` hands out until it ends or `stop` is set.
 
-    on_stats gets the timings of every STATS_WINDOW_FRAMES frames.
+    Only the `crop` region is classified. A frame the `gate` skips comes with the last Result
+    again (the same object) and classified False. on_stats gets the timings of every
+    STATS_WINDOW_FRAMES frames read.
     """
     recent_scores = deque(maxlen=options.smooth)
-    window = StageTimes()
+    gated = gate is not None
+    window, summary.stream.gated = StageTimes(gated=gated), gated
     dropped_before_window = 0
     frames = source.frames(stop)
     previous_capture = None
+    cropper, result = Cropper(crop), None
     try:
         for index in itertools.count():
             cycle_start = time.perf_counter()
@@ -182,21 +220,30 @@ def classify_stream(model: Model, source: VideoSource, options: ClassifyOptions,
             if frame is None:
                 break
             captured = time.perf_counter()
-            label, top, preprocess, inference = classify_frame(model, frame.pixels, options.top_k, options.threshold,
-                                                               recent_scores)
-            age = time.monotonic() - frame.captured
-            result = Result(source.name, index, frame.time, label, top, (time.perf_counter() - captured) * 1000, age * 1000)
+            region = cropper(frame.pixels)
+            # A video file is paced by its own clock, as --collect paces it: the same frames however fast it is read.
+            trigger = gate.check(region, index / source.fps if source.fps else frame.captured) if gated else None
+            checked = time.perf_counter()
             # Frame rate from capture to capture: it counts everything, the caller's printing too.
             interval = captured - (previous_capture if previous_capture is not None else cycle_start)
             previous_capture = captured
             for stats in (window, summary.stream):
-                stats.add(interval, captured - cycle_start, preprocess, inference, age)
+                stats.add(interval, captured - cycle_start, checked - captured)
+            classified = not gated or trigger is not None
+            if classified:
+                label, top, preprocess, inference = classify_frame(model, region, options.top_k, options.threshold,
+                                                                   recent_scores)
+                age = time.monotonic() - frame.captured
+                result = Result(source.name, index, frame.time, label, top, (time.perf_counter() - checked) * 1000,
+                                age * 1000, trigger, cropper.box)
+                for stats in (window, summary.stream):
+                    stats.add_classified(preprocess, inference, age)
             if window.frames == STATS_WINDOW_FRAMES:
                 window.dropped = source.dropped - dropped_before_window
                 dropped_before_window = source.dropped
                 on_stats(window)
-                window = StageTimes()
-            yield frame.pixels, result
+                window = StageTimes(gated=gated)
+            yield frame.pixels, result, classified
     finally:
         frames.close()
         summary.stream.dropped, summary.outages, summary.source_lost = source.dropped, source.outages, source.lost
@@ -215,6 +262,8 @@ def _check_options(options: ClassifyOptions) -> None:
         raise UserError("--max_reconnects must be 0 or more")
     if options.emit not in EMIT_CHOICES:
         raise UserError(f"--emit must be one of {', '.join(EMIT_CHOICES)}, not {options.emit}")
+    if (options.motion or options.interval is not None) and options.camera is None:
+        raise UserError("--motion and --interval choose which --camera frames to classify (a camera, video file or stream)")
 
 
 @contextlib.contextmanager
@@ -254,12 +303,21 @@ def run(options: ClassifyOptions, on_result: Callable[[Result], None],
     """Classify options.inputs, then options.camera; hand each Result to on_result (all, or changes).
 
     `consumers` opens the frame consumers (edge.consumers.frame_consumers) when the stream starts;
-    each gets every (frame, result) pair, and is closed when the run ends. A consumer may set the
-    stop event to end the run (the --display window closed).
+    each gets every classified (frame, result) pair, and is closed when the run ends. A consumer
+    may set the stop event to end the run (the --display window closed).
+
+    A stream frame that --motion or --interval skips is not classified: it gives no result to
+    on_result (whatever --emit), does not count towards --max_frames and does not enter the
+    --smooth average. Consumers whose `every_frame` is true (--save, --display, --serve: they show
+    video) get it with the last result again; the others (--save_uncertain) do not.
     SIGTERM, SIGINT (Ctrl-C) or KeyboardInterrupt end the run cleanly after the current frame: the
     summary says how it ended, a --save video is complete.
     """
     _check_options(options)
+    crop = parse_crop(options.crop) if options.crop is not None else None
+    gate = (Gate(options.motion, options.motion_threshold,
+                 DEFAULT_INTERVAL_S if options.motion and options.interval is None else options.interval)
+            if options.motion or options.interval is not None else None)
     model = load_model(options.model, options.labels, options.num_threads, options.input_mean, options.input_std,
                        options.delegate)
     started = time.perf_counter()
@@ -284,18 +342,20 @@ def run(options: ClassifyOptions, on_result: Callable[[Result], None],
                       if options.camera is not None else None)
             stack.enter_context(_stop_on_signals(stop, summary))
             if options.inputs:
-                with contextlib.closing(classify_files(model, list(options.inputs), options, summary, stop)) as results:
+                with contextlib.closing(classify_files(model, list(options.inputs), options, summary, stop, crop)) as results:
                     for result in results:
                         if not report(result):
                             break
             if source is not None and results_left != 0 and not stop.is_set():
                 opened = [stack.enter_context(contextlib.closing(consumer)) for consumer in consumers(source.fps, stop)]
-                with contextlib.closing(classify_stream(model, source, options, summary, stop, on_stats)) as results:
-                    for frame, result in results:
+                with contextlib.closing(classify_stream(model, source, options, summary, stop, on_stats,
+                                                        crop, gate)) as results:
+                    for frame, result, classified in results:
                         # Consumers first: a caller that stops at this result still gets this frame saved.
                         for consumer in opened:
-                            consumer.add(frame, result)
-                        if not report(result):
+                            if classified or getattr(consumer, "every_frame", False):
+                                consumer.add(frame, result)
+                        if classified and not report(result):
                             break
     except KeyboardInterrupt:
         summary.interrupted = True

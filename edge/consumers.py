@@ -21,6 +21,7 @@ import numpy as np
 from . import UserError
 from .classify import ClassifyOptions, OpenConsumers
 from .collect import DEFAULT_SAVE_EVERY_S, DEFAULT_SAVE_MAX, UncertainSaver
+from .health import Health
 from .results import FrameConsumer, Result, annotate
 
 LIVE_SAVE_FPS = 10.0  # frame rate written to --save for a live camera, which announces none reliably
@@ -42,11 +43,13 @@ class ConsumerOptions:
 
 
 def frame_consumers(options: ConsumerOptions, classify: ClassifyOptions,
-                    on_serving: Callable[[str], None] = lambda url: None) -> OpenConsumers:
+                    on_serving: Callable[[str], None] = lambda url: None, health: Health | None = None) -> OpenConsumers:
     """Check `options` against the run's `classify` options now; return what opens the consumers.
 
     Bad options raise UserError here, before the model is loaded or the camera opened. The
     returned function is edge.classify.run's `consumers`; on_serving gets the --serve URL.
+    `health` (edge.health) is the run's, shown by the live view and kept up to date by the caller
+    (stats windows) and by consumers (MQTT's connection).
     """
     if (options.save or options.display or options.serve) and classify.camera is None:
         raise UserError("--save, --display and --serve work with --camera (a camera, video file or stream)")
@@ -71,7 +74,7 @@ def frame_consumers(options: ConsumerOptions, classify: ClassifyOptions,
             if options.serve:
                 from .serve import LiveView
 
-                consumers.append(LiveView(*address))
+                consumers.append(LiveView(*address, health))
                 opened.callback(consumers[-1].close)
                 on_serving(consumers[-1].url)
             if options.save_uncertain:
@@ -85,6 +88,8 @@ def frame_consumers(options: ConsumerOptions, classify: ClassifyOptions,
 
 class FrameOutput:
     """--save and --display: a frame consumer writing and showing annotated frames."""
+
+    every_frame = True  # a video: frames --motion skips are written and shown too, with the last result
 
     def __init__(self, save: Path | None, display: bool, fps: float, stop: threading.Event):
         self.save, self.display, self.fps, self.stop = save, display, fps, stop

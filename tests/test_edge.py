@@ -192,7 +192,7 @@ def test_color_models_classify_a_folder_tree(color_models, color_images, kind, t
     assert [(Path(line["source"]).relative_to(color_images).as_posix(), line["label"]) for line in lines] == [
         ("red/r.jpg", "red"), ("sub/deeper/blue.jpg", "blue"), ("sub/green.png", "green")]
     for line in lines:
-        assert set(line) == {"source", "frame", "time", "label", "top_k", "latency_ms", "frame_age_ms"}
+        assert set(line) == {"source", "frame", "time", "label", "top_k", "latency_ms", "frame_age_ms", "trigger", "region"}
         assert line["frame"] == 0 and len(line["top_k"]) == 2 and line["top_k"][0]["score"] > 0.8
         assert 0 < line["latency_ms"] <= line["frame_age_ms"] and line["time"] > 1.7e9
 

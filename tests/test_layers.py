@@ -90,6 +90,25 @@ def test_no_module_imports_one_that_imports_it():
     assert not found, "import circles: " + "; ".join(" -> ".join(circle) for circle in found)
 
 
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    """The modules `start` imports, directly or through others."""
+    seen, frontier = set(), [start]
+    while frontier:
+        for imported in graph[frontier.pop()] - seen:
+            seen.add(imported)
+            frontier.append(imported)
+    return seen
+
+
+def test_no_command_line_module_imports_another():
+    """The commands are thin layers over the libraries: what two of them share lives in a library module."""
+    graph = module_imports(REPO)
+    commands = {module for module in graph if module.endswith(".cli")}
+    assert commands == {"edge.cli", "trainer.cli"}
+    for command in commands:
+        assert not reachable(graph, command) & (commands - {command}), f"{command} imports another command"
+
+
 def test_the_check_sees_circles_through_lazy_and_relative_imports(tmp_path):
     """A package shaped like edge/ before its consumers had their own layer: loop -> saver -> loop."""
     package = tmp_path / "edge"
