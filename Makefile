@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet -e '.[train,camera,dev,beam,docs]'
+	$(PYTHON) -m pip install --quiet -e '.[train,camera,dev,beam,docs,mqtt]'
 	touch $(STAMP)
 
 test: $(STAMP)
