@@ -265,12 +265,13 @@ def convert_command(
     quantize: bool = typer.Option(False, "--quantize", help="Full-integer int8 with uint8 input and output (same as --quantization int8)."),
     quantization: str = typer.Option(None, "--quantization", help="float32 (default), dynamic (int8 weights), float16, or int8 (uint8 in and out, calibrated)."),
     calibration_images: int = typer.Option(200, "--calibration_images", "--calibration-images", help="Training images to calibrate int8 on, spread over the classes."),
-    float_layers: int = typer.Option(15, "--float_layers", "--float-layers", min=0, help="int8 only: keep this many layers of largest int8 error (measured by TensorFlow's quantization debugger) in float, so the model agrees with the Keras one; input stays uint8. 0: every layer int8."),
+    float_layers: int = typer.Option(10, "--float_layers", "--float-layers", min=0, help="int8 only: keep this many layers of largest int8 error (measured by TensorFlow's quantization debugger) in float, so the model agrees with the Keras one; input stays uint8. 0: every layer int8."),
     image_dir: Path = typer.Option(None, "--image_dir", "--image-dir", help="Where the training images are now, if they moved since training (default: the run's image_dir)."),
     model: Path = typer.Option(None, "--model", help="Convert this Keras model file instead of OUTPUT_DIR/model.keras (with --labels)."),
     labels: Path = typer.Option(None, "--labels", help="Labels file for --model, one per line in output order (default: the run's labels)."),
     output_tflite: Path = typer.Option(None, "--output_tflite", "--output-tflite", help="Where to write the model; labels.txt goes beside it (default: OUTPUT_DIR/model.tflite)."),
     num_threads: int = typer.Option(None, "--num_threads", "--num-threads", min=1, help="Interpreter threads for the latency measurement (default: all cores)."),
+    pi_cost: bool = typer.Option(False, "--pi_cost", "--pi-cost", help="Also count the aarch64 instructions per inference on a Raspberry Pi 4 (Cortex-A72) and 5 (Cortex-A76) under qemu (about a minute); needs the counter that `make arm64-check` then `make pi-cost` build."),
     verbose: bool = typer.Option(False, "--verbose", help="Also show the TFLite converter's log and informational messages."),
 ) -> None:
     """Convert the trained model to TFLite and prove it against the Keras model on the test split."""
@@ -283,7 +284,8 @@ def convert_command(
     options = ConvertOptions(
         output_dir=output_dir, quantization="int8" if quantize else (quantization or "float32"),
         model=model, labels=labels, output_tflite=output_tflite, image_dir=image_dir,
-        calibration_images=calibration_images, float_layers=float_layers, num_threads=num_threads, verbose=verbose,
+        calibration_images=calibration_images, float_layers=float_layers, num_threads=num_threads, pi_cost=pi_cost,
+        verbose=verbose,
     )
     run(convert_and_report, options)
 
