@@ -289,6 +289,7 @@ def device_costs(device: DeviceCost, models: list[Path], class_count: int) -> li
 
 
 def x86_latency_ms(model_path: Path, class_count: int) -> float:
+    """The fastest of LATENCY_RUNS invocations of the model through the edge runtime on this machine, ms."""
     from edge.model import load_model
 
     with tempfile.TemporaryDirectory(prefix="retrain-edge-compare-") as folder:
