@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -9,10 +10,48 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+import typer.core
 
 from . import UserError
 from .classify import EMIT_CHOICES, UNKNOWN_LABEL, ClassifyOptions, Result, StageTimes, run
 from .collect import DEFAULT_COLLECT_EVERY_S, DEFAULT_SAVE_EVERY_S, DEFAULT_SAVE_MAX, CollectOptions, collect
+
+# click's UsageError (a flag's value out of its range, an unknown flag, a missing one), from
+# whichever click Typer runs on: its own copy since Typer 0.2x, the click package before.
+_USAGE_ERROR = typer.BadParameter.__base__
+
+
+@contextlib.contextmanager
+def _usage_errors_as_one_line():
+    """A usage error becomes one `error:` line naming the flag and pointing at --help, and exit 2."""
+    try:
+        yield
+    except _USAGE_ERROR as error:
+        # Named, not imported: older clicks do not have it (Typer's rich_utils checks it the same way).
+        if type(error).__name__ == "NoArgsIsHelpError":
+            raise
+        command = error.ctx.command_path if getattr(error, "ctx", None) else "the command"
+        typer.echo(f"error: {' '.join(error.format_message().split())} (see {command} --help)", err=True)
+        raise typer.Exit(2) from None
+
+
+class _OneLineUsageErrorsMixin:
+    def make_context(self, *args, **kwargs):
+        with _usage_errors_as_one_line():
+            return super().make_context(*args, **kwargs)
+
+
+class OneLineUsageErrors(_OneLineUsageErrorsMixin, typer.core.TyperCommand):
+    """A command whose usage errors are one `error:` line, as every other error, not a framed panel."""
+
+
+class OneLineUsageErrorsGroup(_OneLineUsageErrorsMixin, typer.core.TyperGroup):
+    """OneLineUsageErrors for a command with sub-commands: its own flags and every sub-command's."""
+
+    def invoke(self, context):
+        with _usage_errors_as_one_line():
+            return super().invoke(context)
+
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -51,7 +90,7 @@ def _format_result(result: Result, camera: str | None) -> str:
     return f"{name}: {UNKNOWN_LABEL} | {scores}" if result.label == UNKNOWN_LABEL else f"{name}: {scores}"
 
 
-@app.command()
+@app.command(cls=OneLineUsageErrors)
 def classify(
     inputs: Optional[list[Path]] = typer.Argument(None, help="Image files and folders (searched recursively).", show_default=False),
     camera: Optional[str] = typer.Option(None, "--camera", help="OpenCV camera index (0), a video file, a stream URL, or 'picamera'."),
