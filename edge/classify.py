@@ -1,9 +1,10 @@
 """The pipeline: image or frame -> resize (edge.image, as the trainer) -> normalise -> invoke -> top-k.
 
 `run(options, ...)` is everything `edge-classify` does; the CLI only prints what it reports.
-Stream frames (camera, video) get per-stage timing and smoothing. Beside the classify loop,
-frame consumers (--save and --display, the --serve live view, --save_uncertain) each get every
-(frame, result) pair before the result is reported; none of them is part of the loop.
+Stream frames (camera, video) get per-stage timing and smoothing. Each (frame, result) pair is
+handed to the frame consumers the caller passes in (edge.consumers builds them from the options:
+--save and --display, the --serve live view, --save_uncertain) before the result is reported;
+the loop imports none of them.
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ import contextlib
 import functools
 import itertools
 import logging
-import os
 import signal
-import sys
 import threading
 import time
 from collections import deque
@@ -25,23 +24,17 @@ from pathlib import Path
 import numpy as np
 
 from . import UserError
-from .collect import DEFAULT_SAVE_EVERY_S, DEFAULT_SAVE_MAX, UncertainSaver
-from .image import ImageError, load_rgb, resize_rgb
+from .image import ImageError, load_rgb, open_rgb, resize_rgb
 from .model import Model, load_model
+from .motion import DEFAULT_INTERVAL_S, DEFAULT_MOTION_THRESHOLD, Gate
+from .region import Crop, Cropper, parse_crop
+from .results import UNKNOWN_LABEL, FrameConsumer, Result
 from .sources import VideoSource, image_files, open_camera
 
 logger = logging.getLogger(__name__)
 
-UNKNOWN_LABEL = "unknown"  # reported when the top score is below --threshold
 EMIT_CHOICES = ("all", "changes")  # --emit: every result, or only when the top label changes
 STATS_WINDOW_FRAMES = 30  # FPS and stage times are averaged over this many stream frames
-LIVE_SAVE_FPS = 10.0  # frame rate written to --save for a live camera, which announces none reliably
-WINDOW_TITLE = "edge-classify"
-QUIT_KEYS = (ord("q"), 27)  # q or Esc closes the --display window
-TEXT_COLOR = (0, 255, 0)  # BGR
-TEXT_OUTLINE = (0, 0, 0)
-TEXT_SCALE = 0.6  # OpenCV font scale, ~14 px tall
-TEXT_LINE_HEIGHT = 22  # px
 
 
 @dataclass
@@ -59,64 +52,60 @@ class ClassifyOptions:
     threshold: float = 0.0  # a top score below this is reported as UNKNOWN_LABEL
     max_frames: int | None = None  # stop after this many images or frames
     smooth: int = 1  # average scores over the last N stream frames
-    save: Path | None = None  # write annotated stream frames to this video file
-    display: bool = False  # show annotated stream frames in a window
     max_reconnects: int | None = None  # failed attempts in a row to reopen a lost live source; None: no limit
-    serve: str | None = None  # "[HOST:]PORT" of the read-only live view (edge.serve); None: off
     emit: str = "all"  # one of EMIT_CHOICES
     delegate: Path | None = None  # external delegate library, e.g. libedgetpu.so.1
-    save_uncertain: Path | None = None  # keep stream frames below --threshold or --margin here (edge.collect)
-    margin: float | None = None  # top-two score difference below which a frame is uncertain
-    save_every: float = DEFAULT_SAVE_EVERY_S  # seconds between saved uncertain frames, at least
-    save_max: int = DEFAULT_SAVE_MAX  # images in the save_uncertain folder, at most
-
-
-@dataclass
-class Result:
-    """The classification of one image or frame."""
-
-    source: str  # file path, or the camera as given
-    frame: int  # index in the stream; 0 for a file
-    time: float  # seconds since the epoch when the image was read
-    label: str  # top label, or UNKNOWN_LABEL below the threshold
-    top_k: list[tuple[str, float]]  # (label, score), best first; empty while collecting (no model)
-    latency_ms: float  # preprocess + inference + top-k, for this image
-    frame_age_ms: float  # from capture (or reading the file) to this result
-
-    def to_json(self) -> dict:
-        return {"source": self.source, "frame": self.frame, "time": round(self.time, 3), "label": self.label,
-                "top_k": [{"label": label, "score": round(score, 6)} for label, score in self.top_k],
-                "latency_ms": round(self.latency_ms, 3), "frame_age_ms": round(self.frame_age_ms, 3)}
+    crop: str | None = None  # "X,Y,W,H" (edge.region): only this region is classified; None: the whole image
+    motion: bool = False  # classify a stream frame only when its region moved (edge.motion), or at the interval
+    motion_threshold: float = DEFAULT_MOTION_THRESHOLD  # fraction of the region's pixels that must change
+    interval: float | None = None  # seconds; with --motion None means DEFAULT_INTERVAL_S, without it every frame
 
 
 @dataclass
 class StageTimes:
-    """Mean time per frame in each stage over some frames, and the frame rate."""
+    """Mean time per frame in each stage over some frames, and the frame rate.
 
-    frames: int = 0
+    Capture and motion are averaged over every frame read; preprocess, inference and age over the
+    frames classified (all of them unless --motion or --interval skips some).
+    """
+
+    frames: int = 0  # read
     seconds: float = 0.0  # wall time over these frames
     capture_ms: float = 0.0  # reading or decoding
+    motion_ms: float = 0.0  # deciding whether to classify (--motion, --interval)
     preprocess_ms: float = 0.0  # colour conversion, resize, normalisation
     inference_ms: float = 0.0  # invoke and dequantise
     age_ms: float = 0.0  # from capture to result
-    dropped: int = 0  # live frames replaced by a newer one before they were classified
+    dropped: int = 0  # live frames replaced by a newer one before they were read
+    skipped: int = 0  # frames read but not classified: no motion, and the interval not yet over
+    gated: bool = False  # frames may be skipped: the line counts them and the motion check's time
 
     @property
     def fps(self) -> float:
+        """Frames read per second."""
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
-    def add(self, seconds: float, capture: float, preprocess: float, inference: float, age: float) -> None:
-        """Add one frame's stage times and age (seconds each), keeping means in ms."""
+    def add(self, seconds: float, capture: float, motion: float = 0.0) -> None:
+        """Add one frame read: the time since the previous one, reading it and the motion check (seconds)."""
         n = self.frames
         self.capture_ms = (self.capture_ms * n + capture * 1000) / (n + 1)
+        self.motion_ms = (self.motion_ms * n + motion * 1000) / (n + 1)
+        self.frames, self.seconds = n + 1, self.seconds + seconds
+        self.skipped += 1  # until add_classified says otherwise
+
+    def add_classified(self, preprocess: float, inference: float, age: float) -> None:
+        """The frame added last was classified: its stage times and age (seconds each)."""
+        self.skipped -= 1
+        n = self.frames - self.skipped - 1  # classified before this one
         self.preprocess_ms = (self.preprocess_ms * n + preprocess * 1000) / (n + 1)
         self.inference_ms = (self.inference_ms * n + inference * 1000) / (n + 1)
         self.age_ms = (self.age_ms * n + age * 1000) / (n + 1)
-        self.frames, self.seconds = n + 1, self.seconds + seconds
 
     def __str__(self) -> str:
-        return (f"{self.fps:.1f} fps | capture {self.capture_ms:.1f} ms | preprocess {self.preprocess_ms:.1f} ms"
-                f" | inference {self.inference_ms:.1f} ms | age {self.age_ms:.1f} ms, {self.dropped} dropped")
+        motion = f" | motion {self.motion_ms:.2f} ms" if self.gated else ""
+        return (f"{self.fps:.1f} fps | capture {self.capture_ms:.1f} ms{motion} | preprocess {self.preprocess_ms:.1f} ms"
+                f" | inference {self.inference_ms:.1f} ms | age {self.age_ms:.1f} ms, {self.dropped} dropped"
+                + (f", {self.skipped} skipped" if self.gated else ""))
 
 
 @dataclass
@@ -188,37 +177,52 @@ def classify_frame(model: Model, frame: np.ndarray, top_k: int, threshold: float
 
 
 def classify_files(model: Model, paths: list[Path], options: ClassifyOptions, summary: Summary,
-                   stop: threading.Event) -> Iterator[Result]:
-    """One Result per readable image under `paths` until `stop` is set; unreadable files are warnings."""
+                   stop: threading.Event, crop: Crop | None = None) -> Iterator[Result]:
+    """One Result per readable image under `paths` until `stop` is set; unreadable files are warnings.
+
+    With `crop`, a file the region does not fit in is a warning too (files may differ in size).
+    """
     for path in image_files(paths):
         if stop.is_set():
             return
         read_at, started_reading = time.time(), time.perf_counter()
+        box = None
         try:
-            pixels = load_rgb(path, model.input_size)
-        except ImageError as error:
-            logger.warning(str(error))
+            if crop is None:
+                pixels = load_rgb(path, model.input_size)
+            else:  # decoded whole: the decoder's shrinking (load_rgb's draft) would move the region
+                image = open_rgb(path)
+                box = crop.box(*image.size)
+                x, y, width, height = box
+                pixels = resize_rgb(image.crop((x, y, x + width, y + height)), model.input_size)
+        except (ImageError, UserError) as error:
+            logger.warning(f"{path}: {error}" if isinstance(error, UserError) else str(error))
             summary.unreadable += 1
             continue
         start = time.perf_counter()
         label, top = top_labels(model.scores(pixels), model.labels, options.top_k, options.threshold)
         summary.images += 1
         done = time.perf_counter()
-        yield Result(str(path), 0, read_at, label, top, (done - start) * 1000, (done - started_reading) * 1000)
+        yield Result(str(path), 0, read_at, label, top, (done - start) * 1000, (done - started_reading) * 1000,
+                     region=box)
 
 
 def classify_stream(model: Model, source: VideoSource, options: ClassifyOptions, summary: Summary,
                     stop: threading.Event, on_stats: Callable[[StageTimes], None] = lambda stats: None,
-                    ) -> Iterator[tuple[np.ndarray, Result]]:
-    """(BGR frame, Result) for each frame `source` hands out until it ends or `stop` is set.
+                    crop: Crop | None = None, gate: Gate | None = None) -> Iterator[tuple[np.ndarray, Result, bool]]:
+    """(BGR frame, Result, classified) for each frame `source` hands out until it ends or `stop` is set.
 
-    on_stats gets the timings of every STATS_WINDOW_FRAMES frames.
+    Only the `crop` region is classified. A frame the `gate` skips comes with the last Result
+    again (the same object) and classified False. on_stats gets the timings of every
+    STATS_WINDOW_FRAMES frames read.
     """
     recent_scores = deque(maxlen=options.smooth)
-    window = StageTimes()
+    gated = gate is not None
+    window, summary.stream.gated = StageTimes(gated=gated), gated
     dropped_before_window = 0
     frames = source.frames(stop)
     previous_capture = None
+    cropper, result = Cropper(crop), None
     try:
         for index in itertools.count():
             cycle_start = time.perf_counter()
@@ -226,82 +230,33 @@ def classify_stream(model: Model, source: VideoSource, options: ClassifyOptions,
             if frame is None:
                 break
             captured = time.perf_counter()
-            label, top, preprocess, inference = classify_frame(model, frame.pixels, options.top_k, options.threshold,
-                                                               recent_scores)
-            age = time.monotonic() - frame.captured
-            result = Result(source.name, index, frame.time, label, top, (time.perf_counter() - captured) * 1000, age * 1000)
+            region = cropper(frame.pixels)
+            # A video file is paced by its own clock, as --collect paces it: the same frames however fast it is read.
+            trigger = gate.check(region, index / source.fps if source.fps else frame.captured) if gated else None
+            checked = time.perf_counter()
             # Frame rate from capture to capture: it counts everything, the caller's printing too.
             interval = captured - (previous_capture if previous_capture is not None else cycle_start)
             previous_capture = captured
             for stats in (window, summary.stream):
-                stats.add(interval, captured - cycle_start, preprocess, inference, age)
+                stats.add(interval, captured - cycle_start, checked - captured)
+            classified = not gated or trigger is not None
+            if classified:
+                label, top, preprocess, inference = classify_frame(model, region, options.top_k, options.threshold,
+                                                                   recent_scores)
+                age = time.monotonic() - frame.captured
+                result = Result(source.name, index, frame.time, label, top, (time.perf_counter() - checked) * 1000,
+                                age * 1000, trigger, cropper.box)
+                for stats in (window, summary.stream):
+                    stats.add_classified(preprocess, inference, age)
             if window.frames == STATS_WINDOW_FRAMES:
                 window.dropped = source.dropped - dropped_before_window
                 dropped_before_window = source.dropped
                 on_stats(window)
-                window = StageTimes()
-            yield frame.pixels, result
+                window = StageTimes(gated=gated)
+            yield frame.pixels, result, classified
     finally:
         frames.close()
         summary.stream.dropped, summary.outages, summary.source_lost = source.dropped, source.outages, source.lost
-
-
-def annotate(frame: np.ndarray, result: Result) -> np.ndarray:
-    """A copy of the BGR `frame` with the result drawn on it: label and score, then the frame's age."""
-    import cv2
-
-    label, top = result.label, result.top_k
-    lines = [label if not top else f"{label} {top[0][1]:.2f}" if label != UNKNOWN_LABEL
-             else f"{label} ({top[0][0]} {top[0][1]:.2f})", f"frame {result.frame}, {result.frame_age_ms:.0f} ms old"]
-    annotated = frame.copy()
-    for number, text in enumerate(lines, start=1):
-        origin = (8, number * TEXT_LINE_HEIGHT)
-        font = cv2.FONT_HERSHEY_SIMPLEX
-        cv2.putText(annotated, text, origin, font, TEXT_SCALE, TEXT_OUTLINE, 3, cv2.LINE_AA)
-        cv2.putText(annotated, text, origin, font, TEXT_SCALE, TEXT_COLOR, 1, cv2.LINE_AA)
-    return annotated
-
-
-class _FrameOutput:
-    """--save and --display: a frame consumer writing and showing annotated frames."""
-
-    def __init__(self, options: ClassifyOptions, fps: float, stop: threading.Event):
-        self.save, self.display, self.fps, self.stop = options.save, options.display, fps, stop
-        self.writer = None
-        try:
-            import cv2
-        except ImportError:  # picamera2 frames need no OpenCV; drawing and writing them do
-            raise UserError("--save and --display need OpenCV: pip install 'retrain-edge[camera]'") from None
-        self.cv2 = cv2
-
-    def add(self, frame: np.ndarray, result: Result) -> None:
-        """Annotate, write and display `frame`; closing the window (q, Esc) stops the run."""
-        annotated = annotate(frame, result)
-        if self.save:
-            if self.writer is None:
-                self.writer = self._open_writer(frame.shape[1], frame.shape[0])
-            self.writer.write(annotated)
-        if self.display:
-            try:
-                self.cv2.imshow(WINDOW_TITLE, annotated)
-            except self.cv2.error:
-                raise UserError("--display needs OpenCV with window support (pip install opencv-python, "
-                                "not -headless); use --save out.mp4 instead") from None
-            if (self.cv2.waitKey(1) & 0xFF) in QUIT_KEYS:
-                self.stop.set()
-
-    def _open_writer(self, width: int, height: int):
-        fourcc = self.cv2.VideoWriter_fourcc(*("mp4v" if self.save.suffix.lower() in (".mp4", ".m4v", ".mov") else "MJPG"))
-        writer = self.cv2.VideoWriter(str(self.save), fourcc, self.fps, (width, height))
-        if not writer.isOpened():
-            raise UserError(f"cannot write the video {self.save}: use a .mp4 or .avi name in a writable folder")
-        return writer
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.release()
-        if self.display:
-            self.cv2.destroyAllWindows()
 
 
 def _check_options(options: ClassifyOptions) -> None:
@@ -313,19 +268,12 @@ def _check_options(options: ClassifyOptions) -> None:
         raise UserError("--max_frames must be at least 1")
     if options.smooth < 1:
         raise UserError("--smooth must be at least 1")
-    if (options.save or options.display or options.serve) and options.camera is None:
-        raise UserError("--save, --display and --serve work with --camera (a camera, video file or stream)")
-    if options.save_uncertain and options.camera is None:
-        raise UserError("--save_uncertain keeps frames of --camera (a camera, video file or stream)")
-    if options.margin is not None and options.top_k < 2:
-        raise UserError("--margin compares the top two scores: use --top_k 2 or more")
     if options.max_reconnects is not None and options.max_reconnects < 0:
         raise UserError("--max_reconnects must be 0 or more")
     if options.emit not in EMIT_CHOICES:
         raise UserError(f"--emit must be one of {', '.join(EMIT_CHOICES)}, not {options.emit}")
-    if options.display and sys.platform.startswith("linux") and not (
-            os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        raise UserError("--display needs a screen and none is set (no DISPLAY); use --save out.mp4 on a headless device")
+    if (options.motion or options.interval is not None) and options.camera is None:
+        raise UserError("--motion and --interval choose which --camera frames to classify (a camera, video file or stream)")
 
 
 @contextlib.contextmanager
@@ -355,19 +303,31 @@ def _stop_on_signals(stop: threading.Event, summary: Summary) -> Iterator[None]:
             signal.signal(number, handler)
 
 
+# (the stream's frames per second, None when unknown; the run's stop event) -> the frame consumers
+OpenConsumers = Callable[[float | None, threading.Event], list[FrameConsumer]]
+
+
 def run(options: ClassifyOptions, on_result: Callable[[Result], None],
         on_stats: Callable[[StageTimes], None] = lambda stats: None,
-        on_serving: Callable[[str], None] = lambda url: None) -> Summary:
+        consumers: OpenConsumers = lambda fps, stop: []) -> Summary:
     """Classify options.inputs, then options.camera; hand each Result to on_result (all, or changes).
 
+    `consumers` opens the frame consumers (edge.consumers.frame_consumers) when the stream starts;
+    each gets every classified (frame, result) pair, and is closed when the run ends. A consumer
+    may set the stop event to end the run (the --display window closed).
+
+    A stream frame that --motion or --interval skips is not classified: it gives no result to
+    on_result (whatever --emit), does not count towards --max_frames and does not enter the
+    --smooth average. Consumers whose `every_frame` is true (--save, --display, --serve: they show
+    video) get it with the last result again; the others (--save_uncertain) do not.
     SIGTERM, SIGINT (Ctrl-C) or KeyboardInterrupt end the run cleanly after the current frame: the
-    summary says how it ended, a --save video is complete. on_serving gets the --serve URL.
+    summary says how it ended, a --save video is complete.
     """
     _check_options(options)
-    if options.serve:
-        from .serve import parse_address
-
-        parse_address(options.serve)  # a bad address is an error before the model is loaded
+    crop = parse_crop(options.crop) if options.crop is not None else None
+    gate = (Gate(options.motion, options.motion_threshold,
+                 DEFAULT_INTERVAL_S if options.motion and options.interval is None else options.interval)
+            if options.motion or options.interval is not None else None)
     model = load_model(options.model, options.labels, options.num_threads, options.input_mean, options.input_std,
                        options.delegate)
     started = time.perf_counter()
@@ -392,19 +352,20 @@ def run(options: ClassifyOptions, on_result: Callable[[Result], None],
                       if options.camera is not None else None)
             stack.enter_context(_stop_on_signals(stop, summary))
             if options.inputs:
-                with contextlib.closing(classify_files(model, list(options.inputs), options, summary, stop)) as results:
+                with contextlib.closing(classify_files(model, list(options.inputs), options, summary, stop, crop)) as results:
                     for result in results:
                         if not report(result):
                             break
             if source is not None and results_left != 0 and not stop.is_set():
-                consumers = [stack.enter_context(contextlib.closing(consumer))
-                             for consumer in _frame_consumers(options, source, stop, on_serving)]
-                with contextlib.closing(classify_stream(model, source, options, summary, stop, on_stats)) as results:
-                    for frame, result in results:
+                opened = [stack.enter_context(contextlib.closing(consumer)) for consumer in consumers(source.fps, stop)]
+                with contextlib.closing(classify_stream(model, source, options, summary, stop, on_stats,
+                                                        crop, gate)) as results:
+                    for frame, result, classified in results:
                         # Consumers first: a caller that stops at this result still gets this frame saved.
-                        for consumer in consumers:
-                            consumer.add(frame, result)
-                        if not report(result):
+                        for consumer in opened:
+                            if classified or getattr(consumer, "every_frame", False):
+                                consumer.add(frame, result)
+                        if classified and not report(result):
                             break
     except KeyboardInterrupt:
         summary.interrupted = True
@@ -413,20 +374,3 @@ def run(options: ClassifyOptions, on_result: Callable[[Result], None],
         raise UserError("no readable images found in " + ", ".join(str(path) for path in options.inputs))
     return summary
 
-
-def _frame_consumers(options: ClassifyOptions, source: VideoSource, stop: threading.Event,
-                     on_serving: Callable[[str], None]) -> list:
-    """The consumers of (frame, result) pairs the options ask for, each with add(frame, result) and close()."""
-    consumers = []
-    if options.save or options.display:
-        consumers.append(_FrameOutput(options, source.fps or LIVE_SAVE_FPS, stop))
-    if options.serve:
-        from .serve import LiveView, parse_address
-
-        view = LiveView(*parse_address(options.serve))
-        on_serving(view.url)
-        consumers.append(view)
-    if options.save_uncertain:
-        consumers.append(UncertainSaver(options.save_uncertain, options.threshold, options.margin,
-                                        options.save_every, options.save_max, source.fps))
-    return consumers

@@ -2,85 +2,26 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
-import typer.core
 
 from . import UserError
-from .classify import EMIT_CHOICES, UNKNOWN_LABEL, ClassifyOptions, Result, StageTimes, run
+from .classify import EMIT_CHOICES, ClassifyOptions, StageTimes, run
 from .collect import DEFAULT_COLLECT_EVERY_S, DEFAULT_SAVE_EVERY_S, DEFAULT_SAVE_MAX, CollectOptions, collect
-
-# click's UsageError (a flag's value out of its range, an unknown flag, a missing one), from
-# whichever click Typer runs on: its own copy since Typer 0.2x, the click package before.
-_USAGE_ERROR = typer.BadParameter.__base__
-
-
-@contextlib.contextmanager
-def _usage_errors_as_one_line():
-    """A usage error becomes one `error:` line naming the flag and pointing at --help, and exit 2."""
-    try:
-        yield
-    except _USAGE_ERROR as error:
-        # Named, not imported: older clicks do not have it (Typer's rich_utils checks it the same way).
-        if type(error).__name__ == "NoArgsIsHelpError":
-            raise
-        command = error.ctx.command_path if getattr(error, "ctx", None) else "the command"
-        typer.echo(f"error: {' '.join(error.format_message().split())} (see {command} --help)", err=True)
-        raise typer.Exit(2) from None
-
-
-class _OneLineUsageErrorsMixin:
-    def make_context(self, *args, **kwargs):
-        with _usage_errors_as_one_line():
-            return super().make_context(*args, **kwargs)
-
-
-class OneLineUsageErrors(_OneLineUsageErrorsMixin, typer.core.TyperCommand):
-    """A command whose usage errors are one `error:` line, as every other error, not a framed panel."""
-
-
-class OneLineUsageErrorsGroup(_OneLineUsageErrorsMixin, typer.core.TyperGroup):
-    """OneLineUsageErrors for a command with sub-commands: its own flags and every sub-command's."""
-
-    def invoke(self, context):
-        with _usage_errors_as_one_line():
-            return super().invoke(context)
-
+from .consumers import ConsumerOptions, frame_consumers
+from .health import Health
+from .logs import OneLineUsageErrors, setup_logging
+from .motion import DEFAULT_INTERVAL_S, DEFAULT_MOTION_THRESHOLD
+from .results import UNKNOWN_LABEL, Result
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 EXIT_CAMERA_LOST = 1  # a live source could not be reopened: a service manager restarts the run
 EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports a process ended by SIGINT
-
-
-class _StderrHandler(logging.StreamHandler):
-    """`warning: ...` lines on sys.stderr as it is when a record arrives (test runners swap it)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return f"{record.levelname.lower()}: {record.getMessage()}"
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _) -> None:
-        pass
-
-
-def setup_logging(verbose: bool = False) -> None:
-    """Our packages' warnings (and with verbose, their information) as plain lines on stderr."""
-    root = logging.getLogger()
-    root.handlers[:] = [handler for handler in root.handlers if not isinstance(handler, _StderrHandler)]
-    root.addHandler(_StderrHandler())
-    for name in ("trainer", "edge"):
-        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 def _format_result(result: Result, camera: str | None) -> str:
@@ -106,8 +47,9 @@ def classify(
     save: Optional[Path] = typer.Option(None, "--save", help="Write annotated camera frames to this video (.mp4, .avi)."),
     display: bool = typer.Option(False, "--display", help="Show annotated camera frames in a window (q quits)."),
     serve: Optional[str] = typer.Option(None, "--serve", metavar="[HOST:]PORT", help=(
-        "Serve a read-only live view: / (page), /stream.mjpg, /latest.json. HOST defaults to 127.0.0.1; "
-        "any other address is reachable by others without a password.")),
+        "Serve a read-only live view: / (page), /stream.mjpg, /events (Server-Sent Events of results, changes and "
+        "health), /latest.json, /health.json. HOST defaults to 127.0.0.1; any other address is reachable by others "
+        "without a password.")),
     max_reconnects: Optional[int] = typer.Option(None, "--max_reconnects", "--max-reconnects", help=(
         "Give up a lost camera or stream after this many failed attempts in a row to reopen it "
         "(waits 0.5 s, doubling to 30 s) and exit 1 (default: never give up).")),
@@ -117,6 +59,18 @@ def classify(
     delegate: Optional[Path] = typer.Option(None, "--delegate", help=(
         "External TFLite delegate library, e.g. libedgetpu.so.1 for a Coral Edge TPU (with a model compiled for it).")),
     json_lines: bool = typer.Option(False, "--json", help="One JSON object per line instead of text."),
+    # Which part of the frame, and which frames, are classified (edge.region, edge.motion).
+    crop: Optional[str] = typer.Option(None, "--crop", metavar="X,Y,W,H", help=(
+        "Classify only this region of each image or frame: pixels, or fractions of the width and height when all "
+        "four are at most 1 (0.5,0,0.5,1 is the right half). Cropped before resizing; --collect saves the same region.")),
+    motion: bool = typer.Option(False, "--motion", help=(
+        f"Classify a --camera frame only when its region moved, or when --interval (default {DEFAULT_INTERVAL_S:g} s) "
+        "has passed; other frames are skipped: no result line, not counted by --max_frames or --smooth.")),
+    motion_threshold: float = typer.Option(DEFAULT_MOTION_THRESHOLD, "--motion_threshold", "--motion-threshold", help=(
+        "With --motion: the fraction of the region's pixels that must change for it to count as moving.")),
+    interval: Optional[float] = typer.Option(None, "--interval", metavar="SECONDS", help=(
+        "Classify a --camera frame at least every SECONDS (of video time for a video file); without --motion, "
+        "only then.")),
     collect_dir: Optional[Path] = typer.Option(None, "--collect", metavar="DIR", help=(
         "Instead of classifying, save --camera frames as JPEG training images into DIR/<--label>/, one burst "
         "per run named <burst id>_nohash_<n>.jpg so the split keeps it in one set; never overwrites. No model needed.")),
@@ -132,6 +86,7 @@ def classify(
         "With --save_uncertain: save at most one frame per this many seconds.")),
     save_max: int = typer.Option(DEFAULT_SAVE_MAX, "--save_max", "--save-max", metavar="N", help=(
         "With --save_uncertain: stop saving while DIR holds this many images (counting those already there).")),
+    verbose: bool = typer.Option(False, "--verbose", help="Also print informational messages and LiteRT's start-up lines."),
 ) -> None:
     """Classify images, a camera or a video with a TFLite image classifier (no TensorFlow needed).
 
@@ -139,10 +94,10 @@ def classify(
     when lost. SIGTERM and Ctrl-C stop after the current frame, with the --save video complete:
     exit code 0 for SIGTERM, 130 for Ctrl-C.
     """
-    setup_logging()
+    setup_logging(verbose)
     if collect_dir is not None:
-        _collect(collect_dir, label, every, camera, inputs, max_frames, max_reconnects, serve,
-                 bool(save or display or save_uncertain))
+        _collect(collect_dir, label, every, camera, inputs, max_frames, max_reconnects, serve, crop,
+                 bool(save or display or save_uncertain or motion or interval is not None))
         return
     if label is not None:
         print("error: --label names the class for --collect DIR", file=sys.stderr)
@@ -150,35 +105,43 @@ def classify(
     options = ClassifyOptions(
         inputs=list(inputs or []), camera=camera, model=model, labels=labels, num_threads=num_threads,
         input_mean=input_mean, input_std=input_std, top_k=top_k, threshold=threshold, max_frames=max_frames,
-        smooth=smooth, save=save, display=display, max_reconnects=max_reconnects, serve=serve, emit=emit,
-        delegate=delegate, save_uncertain=save_uncertain, margin=margin, save_every=save_every, save_max=save_max)
+        smooth=smooth, max_reconnects=max_reconnects, emit=emit, delegate=delegate, crop=crop, motion=motion,
+        motion_threshold=motion_threshold, interval=interval)
+    consumer_options = ConsumerOptions(save=save, display=display, serve=serve, save_uncertain=save_uncertain,
+                                       margin=margin, save_every=save_every, save_max=save_max)
 
     def on_result(result: Result) -> None:
         print(json.dumps(result.to_json()) if json_lines else _format_result(result, camera), flush=True)
 
+    health = Health()
+
     def on_stats(stats: StageTimes) -> None:
         print(str(stats), file=sys.stderr, flush=True)
+        health.record(stats)
 
     def on_serving(url: str) -> None:
         print(f"live view at {url}", file=sys.stderr, flush=True)
 
-    summary = _run_reporting_errors(lambda: run(options, on_result, on_stats, on_serving))
+    summary = _run_reporting_errors(lambda: run(options, on_result, on_stats,
+                                                frame_consumers(consumer_options, options, on_serving, health)))
     if summary.source_lost and not summary.terminated:
         raise typer.Exit(EXIT_CAMERA_LOST)
 
 
 def _collect(folder: Path, label: str | None, every: float, camera: str | None, inputs: list[Path] | None,
-             max_frames: int | None, max_reconnects: int | None, serve: str | None, classifying: bool) -> None:
+             max_frames: int | None, max_reconnects: int | None, serve: str | None, crop: str | None,
+             classifying: bool) -> None:
     """--collect: save frames for training, print each file saved, then the summary."""
     problem = ("--collect needs --label NAME, the class being photographed" if label is None
                else "--collect needs --camera (a camera, video file or stream)" if camera is None
                else "--collect takes frames from --camera, not image files" if inputs
-               else "--save, --display and --save_uncertain classify; --collect does not" if classifying else None)
+               else "--save, --display, --save_uncertain, --motion and --interval classify; --collect does not"
+               if classifying else None)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         raise typer.Exit(2)
     _run_reporting_errors(lambda: collect(
-        CollectOptions(camera, folder, label, every, max_frames, max_reconnects, serve),
+        CollectOptions(camera, folder, label, every, max_frames, max_reconnects, serve, crop),
         lambda path: print(f"saved {path}", flush=True),
         lambda url: print(f"live view at {url}", file=sys.stderr, flush=True)))
 

@@ -24,6 +24,8 @@ from PIL import Image
 
 from . import UserError
 from .files import new_temporary, replacing
+from .region import Cropper, parse_crop
+from .results import Result
 from .sources import open_camera
 
 logger = logging.getLogger(__name__)
@@ -204,8 +206,8 @@ class UncertainSaver:
         self.sidecar.flush()
         return relative
 
-    def add(self, frame: np.ndarray, result) -> None:
-        """Offer a classified stream frame: result is an edge.classify.Result."""
+    def add(self, frame: np.ndarray, result: Result) -> None:
+        """Offer a classified stream frame."""
         timestamp = result.frame / self.fps if self.fps else result.time
         self.offer(frame, timestamp, result.top_k, result.to_json())
 
@@ -225,6 +227,7 @@ class CollectOptions:
     max_frames: int | None = None  # stop after saving this many
     max_reconnects: int | None = None  # as for classifying
     serve: str | None = None  # "[HOST:]PORT" of the live view, showing the label and the count
+    crop: str | None = None  # "X,Y,W,H" (edge.region): only this region is saved, as classifying it would see it
 
 
 @dataclass
@@ -250,12 +253,12 @@ def collect(options: CollectOptions, on_saved: Callable[[Path], None] = lambda p
 
     A video file is paced by its own clock (frame index / frames per second), so it gives the
     same frames however fast it is read; a live camera by when each frame was captured.
+    With a crop, only the region is saved; the live view shows the whole frame with the region drawn.
     Ctrl-C ends the run; every file written is whole.
     """
-    from .classify import Result
-
     if options.max_frames is not None and options.max_frames < 1:
         raise UserError("--max_frames must be at least 1")
+    crop = Cropper(parse_crop(options.crop) if options.crop is not None else None)
     collector = Collector(options.folder, options.label, options.every)
     summary = CollectSummary(Path(options.folder) / folder_for_label(options.label), collector.writer.burst_id)
     started = time.perf_counter()
@@ -270,7 +273,7 @@ def collect(options: CollectOptions, on_saved: Callable[[Path], None] = lambda p
             source = stack.enter_context(open_camera(options.camera, options.max_reconnects))
             for index, frame in enumerate(source.frames(threading.Event())):
                 summary.frames += 1
-                saved = collector.offer(frame.pixels, index / source.fps if source.fps else frame.captured)
+                saved = collector.offer(crop(frame.pixels), index / source.fps if source.fps else frame.captured)
                 if saved is not None:
                     summary.saved += 1
                     on_saved(Path(options.folder) / saved)
@@ -278,7 +281,7 @@ def collect(options: CollectOptions, on_saved: Callable[[Path], None] = lambda p
                     # No model, so no scores: the view shows what is being collected instead.
                     view.add(frame.pixels, Result(source.name, index, frame.time, f"collecting {options.label}: "
                                                   f"{summary.saved} saved", [], 0.0,
-                                                  (time.monotonic() - frame.captured) * 1000))
+                                                  (time.monotonic() - frame.captured) * 1000, region=crop.box))
                 if summary.saved == options.max_frames:
                     break
     except KeyboardInterrupt:

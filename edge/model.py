@@ -24,6 +24,7 @@ from typing import BinaryIO
 import numpy as np
 
 from . import UserError
+from .logs import start_up_lines_hidden
 
 logger = logging.getLogger(__name__)
 
@@ -464,11 +465,12 @@ def load_model(model_path: str | Path | None = None, labels_path: str | Path | N
     check_model_file(path)
     metadata = read_metadata(path)
     interpreter_type = interpreter_class()
-    delegates = [] if delegate_path is None else [_load_delegate(interpreter_type, delegate_path)]
     try:
-        interpreter = interpreter_type(model_path=str(path), num_threads=num_threads or os.cpu_count(),
-                                       experimental_delegates=delegates)
-        interpreter.allocate_tensors()
+        with start_up_lines_hidden():  # LiteRT announces its delegates when it creates them
+            delegates = [] if delegate_path is None else [_load_delegate(interpreter_type, delegate_path)]
+            interpreter = interpreter_type(model_path=str(path), num_threads=num_threads or os.cpu_count(),
+                                           experimental_delegates=delegates)
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as error:
         if delegate_path is not None:
             raise UserError(f"{path} could not be loaded with the delegate {delegate_path}; was the model compiled "

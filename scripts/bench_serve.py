@@ -29,7 +29,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.classify import Result, classify_frame  # noqa: E402
+from edge.classify import classify_frame  # noqa: E402
+from edge.results import Result  # noqa: E402
 from edge.model import load_model  # noqa: E402
 from edge.serve import MAX_CLIENTS, LiveView  # noqa: E402
 

@@ -196,7 +196,7 @@ def test_cli_collect_from_a_video_then_a_second_run_adds_without_overwriting(tmp
 @pytest.mark.parametrize("arguments, message", [
     (["--collect", "data"], "--collect needs --label"),
     (["--collect", "data", "--label", "cat"], "--collect needs --camera"),
-    (["--collect", "data", "--label", "cat", "--camera", "clip.avi", "--save_uncertain", "u"], "--save, --display and --save_uncertain classify"),
+    (["--collect", "data", "--label", "cat", "--camera", "clip.avi", "--save_uncertain", "u"], "--save, --display, --save_uncertain, --motion and --interval classify"),
     (["--label", "cat", "--camera", "clip.avi"], "--label names the class for --collect"),
     (["--collect", "data", "--label", "..", "--camera", "clip.avi"], "the label '..' gives no usable folder name"),
 ])
@@ -260,7 +260,7 @@ def test_collect_with_serve_shows_the_label_and_the_count(tmp_path):
     assert summary.saved == 6 and urls[0].startswith("http://127.0.0.1:")
     assert seen[0]["label"] == "collecting daisy: 2 saved" and seen[0]["top_k"] == []
     # The annotated stream draws a result without scores too.
-    from edge.classify import Result, annotate
+    from edge.results import Result, annotate
 
     drawn = annotate(frame(0), Result("clip", 0, 0.0, "collecting daisy: 0 saved", [], 0.0, 0.0))
     assert drawn.shape == frame(0).shape and not np.array_equal(drawn, frame(0))

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 import edge
 from edge.classify import ClassifyOptions, frame_pixels, run, top_labels
 from edge.cli import app
+from edge.consumers import ConsumerOptions, frame_consumers
 from edge.image import load_rgb, resize_rgb
 from edge.model import load_model, quantization_table, read_metadata
 
@@ -180,7 +181,7 @@ def test_color_models_classify_a_folder_tree(color_models, color_images, kind, t
     assert [(Path(line["source"]).relative_to(color_images).as_posix(), line["label"]) for line in lines] == [
         ("red/r.jpg", "red"), ("sub/deeper/blue.jpg", "blue"), ("sub/green.png", "green")]
     for line in lines:
-        assert set(line) == {"source", "frame", "time", "label", "top_k", "latency_ms", "frame_age_ms"}
+        assert set(line) == {"source", "frame", "time", "label", "top_k", "latency_ms", "frame_age_ms", "trigger", "region"}
         assert line["frame"] == 0 and len(line["top_k"]) == 2 and line["top_k"][0]["score"] > 0.8
         assert 0 < line["latency_ms"] <= line["frame_age_ms"] and line["time"] > 1.7e9
 
@@ -266,7 +267,8 @@ def test_ctrl_c_ends_cleanly_with_a_complete_video(color_models, tmp_path):
         if len(seen) == 5:
             raise KeyboardInterrupt
 
-    summary = run(ClassifyOptions(camera=str(video), model=color_models["float"], save=saved), interrupt_at_five)
+    options = ClassifyOptions(camera=str(video), model=color_models["float"])
+    summary = run(options, interrupt_at_five, consumers=frame_consumers(ConsumerOptions(save=saved), options))
     assert summary.interrupted and summary.stream.frames == 5 and "(interrupted)" in str(summary)
     assert count_frames(saved) == 5
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -17,28 +18,40 @@ import pytest
 from conftest import TEST_TIMEOUT_S
 from test_service import solid_jpeg, soak
 
-from edge.classify import ClassifyOptions, Result, run
-from edge.serve import MAX_CLIENTS, LiveView
+from edge.classify import ClassifyOptions, run
+from edge.consumers import ConsumerOptions, frame_consumers
+from edge.health import Health
+from edge.results import Result
+from edge.serve import EVENTS_KEPT, MAX_CLIENTS, LiveView
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-JSON_FIELDS = {"source", "frame", "time", "label", "top_k", "latency_ms", "frame_age_ms"}
+JSON_FIELDS = {"source", "frame", "time", "label", "top_k", "latency_ms", "frame_age_ms", "trigger", "region"}
+HEALTH_FIELDS = {"uptime_s", "fps", "frame_age_ms", "dropped", "skipped", "mqtt", "cpu_temperature_c", "throttled",
+                 "time", "last_frame_s"}
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 @pytest.fixture
 def serving(color_models, deadline):
-    """edge-classify --camera <stand-in, red> --serve 127.0.0.1:0, running in a thread; yields the view's port."""
+    """edge-classify --camera <stand-in, red> --serve 127.0.0.1:0, running in a thread, as the CLI wires it.
+
+    Yields .port (the view's) and .camera (to change what it shows).
+    """
     camera = soak.StandInCamera([solid_jpeg("red")], fps=30)
     urls, summaries = [], []
-    options = ClassifyOptions(camera=camera.url, model=color_models["float"], serve="127.0.0.1:0", max_reconnects=0)
-    thread = threading.Thread(target=lambda: summaries.append(run(options, lambda result: None,
-                                                                  on_serving=urls.append)))
+    health = Health()
+    options = ClassifyOptions(camera=camera.url, model=color_models["float"], max_reconnects=0)
+    consumers = frame_consumers(ConsumerOptions(serve="127.0.0.1:0"), options, urls.append, health)
+    thread = threading.Thread(target=lambda: summaries.append(run(options, lambda result: None, health.record,
+                                                                  consumers)))
     thread.start()
     try:
         for _ in range(100):
             if urls:
                 break
             time.sleep(0.05)
-        yield int(urls[0].rsplit(":", 1)[1].strip("/"))
+        yield SimpleNamespace(port=int(urls[0].rsplit(":", 1)[1].strip("/")), camera=camera)
     finally:
         camera.close()  # with --max_reconnects 0, a lost camera ends the run
         thread.join(TEST_TIMEOUT_S)
@@ -80,30 +93,107 @@ def read_part(stream: http.client.HTTPResponse) -> np.ndarray:
     return cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
 
 
-def test_endpoints(serving):
-    status, content_type, page = get(serving, "/")
-    assert status == 200 and content_type == "text/html; charset=utf-8"
-    assert b'src="/stream.mjpg"' in page and b"/latest.json" in page
+def read_events(port: int, count: int) -> list[tuple[str, dict]]:
+    """The first `count` Server-Sent Events of /events, as (event type, data)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("GET", "/events")
+    response = connection.getresponse()
+    assert response.status == 200 and response.getheader("Content-Type") == "text/event-stream; charset=utf-8"
+    events, fields = [], {}
+    try:
+        while len(events) < count:
+            line = response.fp.readline().decode().rstrip("\n")
+            if line:
+                name, _, value = line.partition(": ")
+                fields[name] = value
+            elif "data" in fields:
+                events.append((fields.get("event", "message"), json.loads(fields["data"])))
+                fields = {}
+            else:
+                assert set(fields) <= {"retry"}, fields
+                fields = {}
+    finally:
+        connection.close()
+    return events
 
-    result = latest(serving)
+
+def test_endpoints(serving):
+    port = serving.port
+    status, content_type, page = get(port, "/")
+    assert status == 200 and content_type == "text/html; charset=utf-8"
+    # One self-contained page, pushed to: nothing from another host, no polling.
+    assert b'src="/stream.mjpg"' in page and b'EventSource("/events")' in page
+    assert b"http" not in page and b"fetch(" not in page
+
+    result = latest(port)
     assert set(result) == JSON_FIELDS and result["label"] == "red" and result["top_k"][0]["label"] == "red"
     assert result["frame_age_ms"] >= result["latency_ms"] > 0
 
-    stream = open_stream(serving)
+    stream = open_stream(port)
     assert stream.status == 200
     assert stream.getheader("Content-Type") == "multipart/x-mixed-replace; boundary=frame"
     frames = [read_part(stream), read_part(stream)]
     stream.close()
-    for frame in frames:  # the camera's 64x48 red frame, annotated in green
+    for frame in frames:  # the camera's 64x48 red frame, annotated on a dark band at the top
         assert frame.shape == (48, 64, 3)
-        blue, green, red = np.median(frame.reshape(-1, 3), axis=0)
+        blue, green, red = np.median(frame[32:].reshape(-1, 3), axis=0)
         assert red > 200 and green < 60 and blue < 60
+        assert np.median(frame[:24]) < 120
 
-    for path in ("/nope", "/../", "/../etc/passwd", "/stream.mjpg/../latest.json", "/index.html", "/latest.json/"):
-        assert get(serving, path)[0] == 404, path
+    status, content_type, body = get(port, "/health.json")
+    health = json.loads(body)
+    assert status == 200 and content_type == "application/json" and set(health) == HEALTH_FIELDS
+    assert health["mqtt"] is None and health["last_frame_s"] < 5 and health["uptime_s"] > 0
+
+    for path in ("/nope", "/../", "/../etc/passwd", "/stream.mjpg/../latest.json", "/index.html", "/latest.json/",
+                 "/events/"):
+        assert get(port, path)[0] == 404, path
+
+
+def test_events_push_changes_results_and_health(serving):
+    events = read_events(serving.port, 3)  # on connecting: the changes so far, the latest result, the health
+    assert [kind for kind, _ in events] == ["change", "message", "health"], events
+    change, result, health = (data for _, data in events)
+    assert change["label"] == "red" and change["previous"] is None and set(result) == JSON_FIELDS
+    assert set(health) == HEALTH_FIELDS
+
+    serving.camera.show([solid_jpeg("green")])
+    for _ in range(100):
+        if latest(serving.port)["label"] == "green":
+            break
+        time.sleep(0.05)
+    # A client that connects later gets the changes it missed, then results as they come.
+    events = read_events(serving.port, 5)
+    assert [kind for kind, _ in events] == ["change", "change", "message", "health", "message"], events
+    red, green, first, _, pushed = (data for _, data in events)
+    assert (red["label"], red["previous"], green["label"], green["previous"]) == ("red", None, "green", "red")
+    assert green["time"] >= red["time"] and pushed["frame"] > first["frame"] >= green["frame"]
+
+
+def test_a_client_that_never_reads_events_never_slows_add():
+    view = LiveView("127.0.0.1", 0)
+    stalled = socket.create_connection(("127.0.0.1", port_of(view)))
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.sendall(b"GET /events HTTP/1.0\r\n\r\n")
+    frame = np.zeros((48, 64, 3), np.uint8)
+    top_k = [(f"label {index} " + "x" * 200, 1.0 / (index + 1)) for index in range(10)]  # ~2.5 KB per event
+    try:
+        slowest = 0.0
+        for index in range(2000):
+            result = Result("camera", index, time.time(), f"label {index % 2}", top_k, 1.0, 2.0)
+            started = time.perf_counter()
+            view.add(frame, result)
+            slowest = max(slowest, time.perf_counter() - started)
+        # add() only appends to a bounded queue: the client's thread, blocked writing, holds nothing add() needs.
+        assert slowest < 0.5, slowest
+        assert len(view.next_events(0)[0]) == EVENTS_KEPT
+    finally:
+        stalled.close()
+        view.close()
 
 
 def test_more_than_max_clients_get_503(serving):
+    serving = serving.port
     streams = [open_stream(serving) for _ in range(MAX_CLIENTS)]
     try:
         assert all(stream.status == 200 for stream in streams)
@@ -144,20 +234,37 @@ def test_a_client_that_never_reads_never_slows_add():
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (apt-get install chromium)")
-def test_page_in_headless_chromium_shows_the_label(serving):
+def test_page_in_headless_chromium_follows_events(serving):
     playwright = pytest.importorskip("playwright.sync_api")
+    base = f"http://127.0.0.1:{serving.port}/"
     with playwright.sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        browser = driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{serving}/", timeout=TEST_TIMEOUT_S * 1000)
-            page.wait_for_function("document.getElementById('label').textContent === 'red'", timeout=20_000)
-            assert page.locator("#top_k li").first.inner_text().startswith("red ")
-            page.wait_for_function("document.querySelector('img').naturalWidth === 64", timeout=20_000)
+            page = browser.new_page(viewport={"width": 1280, "height": 720})
+            requested = []
+            page.on("request", lambda request: requested.append(request.url))
+            page.goto(base, timeout=TEST_TIMEOUT_S * 1000)
+            wait = lambda script: page.wait_for_function(script, timeout=20_000)  # noqa: E731
+            wait("document.getElementById('label').textContent === 'red'")
+            wait("document.getElementById('connection').textContent === 'live'")
+            assert page.locator("#scores .score .name").first.inner_text() == "red"
+            assert page.locator("#changes li").first.inner_text().split()[-2:] == ["first", "result"]
+            wait("document.querySelector('#video').naturalWidth === 64")
+            video = page.locator("#video").bounding_box()
+            assert video["width"] > 4 * 64 and video["height"] > 4 * 48  # scaled to the window
+
+            serving.camera.show([solid_jpeg("green")])
+            wait("document.getElementById('label').textContent === 'green'")
+            assert "from red" in page.locator("#changes li").first.inner_text()
+            assert page.locator("#changes li").count() == 2
+            wait("document.getElementById('fps').textContent.endsWith(' fps')")  # the first stats window
+            assert page.locator("#mqtt").inner_text() == "off"
+            assert page.locator("#uptime").inner_text().endswith(" s")
         finally:
             browser.close()
+    # Everything came from the device, and results were pushed: the page never asked for /latest.json.
+    assert requested and all(url.startswith(base) for url in requested), requested
+    assert sorted({url.removeprefix(base) for url in requested}) == ["", "events", "stream.mjpg"], requested
 
 
 def port_of(view: LiveView) -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from edge.cli import OneLineUsageErrorsGroup, setup_logging
+from edge.logs import OneLineUsageErrorsGroup, setup_logging, start_up_lines_hidden
 from trainer import UserError
 from trainer.backbones import DEFAULT_ARCHITECTURE
 from trainer.bottlenecks import default_bottleneck_dir
@@ -33,7 +33,9 @@ def setup_output(verbose: bool) -> None:
     """Our packages' messages on stderr; TensorFlow's and absl's start-up lines only with --verbose.
 
     TensorFlow reads TF_CPP_MIN_LOG_LEVEL once, when it is first imported, so this runs before
-    any command imports it; a value the user exported counts only with --verbose.
+    any command imports it; a value the user exported counts only with --verbose. The lines it
+    writes before absl's logging is initialised ignore that level: `require_training_extra`
+    filters them out of the import.
     """
     setup_logging(verbose)
     if not verbose:
@@ -41,9 +43,13 @@ def setup_output(verbose: bool) -> None:
 
 
 def require_training_extra() -> None:
-    """TensorFlow comes with the `train` extra; a device install has only the runtime."""
+    """TensorFlow comes with the `train` extra; a device install has only the runtime.
+
+    This is where every command first imports TensorFlow, which prints its start-up lines then.
+    """
     try:
-        import tensorflow  # noqa: F401
+        with start_up_lines_hidden():
+            import tensorflow  # noqa: F401
     except ImportError:
         raise UserError(f"this command needs TensorFlow, which the device install leaves out: {INSTALL_TRAIN_EXTRA}") from None
 

@@ -180,8 +180,7 @@ def convert(options: ConvertOptions) -> ConversionReport:
     # The proof runs on the temporary file, so an interrupted proof leaves any earlier model in place.
     with atomic_output(tflite_path) as temporary:
         temporary.write_bytes(tflite_bytes)
-        with quiet(options.verbose):  # LiteRT announces its XNNPACK delegate on stderr
-            runtime = load_model(temporary, num_threads=options.num_threads)
+        runtime = load_model(temporary, num_threads=options.num_threads)
         report = ConversionReport(
             mode=options.quantization, tflite_path=tflite_path, labels_path=labels_path,
             size_bytes=len(tflite_bytes), input_dtype=np.dtype(runtime.input_dtype).name,

@@ -22,7 +22,7 @@ from trainer import UserError
 from trainer.backbones import INPUT_MEAN, INPUT_STD
 from trainer.bottlenecks import DECODE_THREADS
 from trainer.calibration import expected_calibration_error, format_precision_coverage, precision_coverage
-from trainer.convert import quiet, load_keras_model
+from trainer.convert import load_keras_model
 from trainer.dataset import SETS, list_images
 from trainer.outputs import LABELS_FILE, MODEL_FILE, RUN_FILE, load_run, write_bytes_atomic
 from trainer.report import (
@@ -174,8 +174,7 @@ def tflite_scorer(model_path: Path) -> tuple[list[str], Callable[[list[Path]], n
     from edge.model import load_model
 
     try:
-        with quiet(verbose=False):  # LiteRT announces its XNNPACK delegate on stderr
-            model = load_model(model_path)
+        model = load_model(model_path)
     except edge.UserError as error:
         raise UserError(str(error)) from None
 
