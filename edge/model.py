@@ -83,7 +83,6 @@ _SCHEMA = {
     "Metadata": {0: ("string",)},
     "SignatureDef": {0: ("tables", "TensorMap"), 1: ("tables", "TensorMap"), 2: ("string",)},
     "TensorMap": {0: ("string",)},
-    "union": {},
 }
 _TENSOR_BUFFER, _OPERATOR_OPCODE, _METADATA_BUFFER_INDEX = 2, 0, 1
 _SUBGRAPH_TENSORS, _SUBGRAPH_GRAPH_INPUTS, _SUBGRAPH_GRAPH_OUTPUTS, _SUBGRAPH_OPERATORS = 0, 1, 2, 3
