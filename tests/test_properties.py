@@ -16,6 +16,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import traceback
 import zlib
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
+from edge.files import PARTIAL_NAME
 from edge.model import parse_labels
 from trainer.cli import app
 from trainer.dataset import hash_percentage
@@ -54,7 +56,7 @@ FILE_NAMES = {suffix: names_by_quantile(suffix) for suffix in (".jpg", ".png")}
 
 
 def png_bomb(width: int = 30_000, height: int = 30_000) -> bytes:
-    """A PNG whose header claims width x height pixels, in 57 bytes."""
+    """A PNG whose header claims width x height pixels, in a few dozen bytes."""
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
@@ -159,9 +161,9 @@ def flag_arguments(flags: dict) -> list[str]:
 def assert_one_line_or_complete(result, output_dir: Path, outputs: tuple[str, ...]) -> None:
     """The property: exit 0 with every output in place, or exit 2 with one `error:` line and no output."""
     assert result.exception is None or isinstance(result.exception, SystemExit), (
-        f"{result.output}\n{''.join(__import__('traceback').format_exception(result.exception))}")
+        f"{result.output}\n{''.join(traceback.format_exception(result.exception))}")
     assert "Traceback" not in result.output
-    assert not list(output_dir.glob("**/*.partial*")), "a half-written output was left behind"
+    assert not [path for path in output_dir.rglob("*") if PARTIAL_NAME.match(path.name)], "a half-written output was left"
     if result.exit_code == 0:
         for name in outputs:
             assert (output_dir / name).is_file() and (output_dir / name).stat().st_size, f"{name} is missing"
@@ -263,6 +265,7 @@ def test_convert_and_evaluate_after_train(dataset, validation, testing, flags, s
     result = runner.invoke(app, ["convert", "--output_dir", str(output_dir), "--quantization", flags["quantization"],
                                  "--calibration_images", str(flags["calibration_images"]), "--float_layers", "0"])
     assert_one_line_or_complete(result, output_dir, ("model.tflite",))
+    event(f"convert {flags['quantization']}: {outcome(result)}")
     assert (output_dir / "model.keras").read_bytes() == model_before
     converted = result.exit_code == 0
 
@@ -272,6 +275,7 @@ def test_convert_and_evaluate_after_train(dataset, validation, testing, flags, s
     arguments += ["--model", str(output_dir / "model.tflite")] if flags["evaluate_tflite"] and converted else []
     result = runner.invoke(app, arguments)
     assert_one_line_or_complete(result, report_dir, ("report.html", "confusion_matrix.png"))
+    event(f"evaluate: {outcome(result)}")
 
 
 # --- edge-classify, in a worker process: a crash inside LiteRT ends the worker, not the test run ---
