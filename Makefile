@@ -2,12 +2,12 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test fuzz demo bench arm64-check interop-check clean
+.PHONY: test fuzz demo docs docs-serve bench arm64-check interop-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet -e '.[train,camera,dev,beam]'
+	$(PYTHON) -m pip install --quiet -e '.[train,camera,dev,beam,docs,mqtt]'
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -21,6 +21,14 @@ fuzz: $(STAMP)
 demo: $(STAMP)
 	$(PYTHON) scripts/demo.py
 
+# The documentation site into site/; --strict fails on a broken link or a page missing from the nav.
+# Not --quiet: it silences the warnings --strict counts. NO_MKDOCS_2_WARNING: Material's banner about MkDocs' future, printed on every build.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+docs-serve: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --strict
+
 arm64-check: $(STAMP)
 	bash scripts/arm64_check.sh $(ARM64_CHECK_ARGS)
 
@@ -29,4 +37,4 @@ interop-check: $(STAMP)
 	bash scripts/interop_check.sh $(INTEROP_CHECK_ARGS)
 
 clean:
-	rm -rf $(VENV) demo_output
+	rm -rf $(VENV) demo_output site

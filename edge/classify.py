@@ -120,6 +120,8 @@ class Summary:
     seconds: float = 0.0
     interrupted: bool = False  # by Ctrl-C (SIGINT)
     terminated: bool = False  # by SIGTERM, a service manager's normal stop
+    broker_outages: int = 0  # times the --mqtt broker went away during the run (edge.mqtt)
+    events_dropped: int = 0  # --mqtt events that did not fit the queue while the broker was away
 
     def __str__(self) -> str:
         parts = []
@@ -130,6 +132,9 @@ class Summary:
             parts.append(f"{self.stream.frames} frames: {self.stream}")
         if self.outages:
             parts.append(f"{self.outages} outage{'s' * (self.outages != 1)} survived")
+        if self.broker_outages or self.events_dropped:
+            parts.append(f"MQTT broker away {self.broker_outages} time{'s' * (self.broker_outages != 1)}, "
+                         f"{self.events_dropped} event{'s' * (self.events_dropped != 1)} dropped")
         ending = (" (interrupted)" if self.interrupted else " (terminated)" if self.terminated
                   else " (camera lost)" if self.source_lost else "")
         return f"{'; '.join(parts) or 'nothing classified'} in {self.seconds:.1f} s{ending}"
@@ -303,13 +308,14 @@ def _stop_on_signals(stop: threading.Event, summary: Summary) -> Iterator[None]:
             signal.signal(number, handler)
 
 
-# (the stream's frames per second, None when unknown; the run's stop event) -> the frame consumers
-OpenConsumers = Callable[[float | None, threading.Event], list[FrameConsumer]]
+# (the model, the stream's frames per second, None when unknown; the run's stop event; the run's summary,
+# which a consumer may add its counts to as it closes) -> the frame consumers
+OpenConsumers = Callable[[Model, float | None, threading.Event, Summary], list[FrameConsumer]]
 
 
 def run(options: ClassifyOptions, on_result: Callable[[Result], None],
         on_stats: Callable[[StageTimes], None] = lambda stats: None,
-        consumers: OpenConsumers = lambda fps, stop: []) -> Summary:
+        consumers: OpenConsumers = lambda model, fps, stop, summary: []) -> Summary:
     """Classify options.inputs, then options.camera; hand each Result to on_result (all, or changes).
 
     `consumers` opens the frame consumers (edge.consumers.frame_consumers) when the stream starts;
@@ -357,7 +363,8 @@ def run(options: ClassifyOptions, on_result: Callable[[Result], None],
                         if not report(result):
                             break
             if source is not None and results_left != 0 and not stop.is_set():
-                opened = [stack.enter_context(contextlib.closing(consumer)) for consumer in consumers(source.fps, stop)]
+                opened = [stack.enter_context(contextlib.closing(consumer))
+                          for consumer in consumers(model, source.fps, stop, summary)]
                 with contextlib.closing(classify_stream(model, source, options, summary, stop, on_stats,
                                                         crop, gate)) as results:
                     for frame, result, classified in results:

@@ -16,6 +16,7 @@ from .consumers import ConsumerOptions, frame_consumers
 from .health import Health
 from .logs import OneLineUsageErrors, setup_logging
 from .motion import DEFAULT_INTERVAL_S, DEFAULT_MOTION_THRESHOLD
+from .mqtt import DEFAULT_DEBOUNCE, DEFAULT_DISCOVERY_PREFIX, DEFAULT_HEARTBEAT_S, PASSWORD_ENV, MqttOptions
 from .results import UNKNOWN_LABEL, Result
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -86,6 +87,30 @@ def classify(
         "With --save_uncertain: save at most one frame per this many seconds.")),
     save_max: int = typer.Option(DEFAULT_SAVE_MAX, "--save_max", "--save-max", metavar="N", help=(
         "With --save_uncertain: stop saving while DIR holds this many images (counting those already there).")),
+    mqtt: Optional[str] = typer.Option(None, "--mqtt", metavar="mqtt[s]://[user@]host[:port]", help=(
+        "Publish the debounced label of --camera to this MQTT broker (needs paho-mqtt: the mqtt extra), with Home "
+        f"Assistant discovery. The password comes from ${PASSWORD_ENV} or --mqtt_password_file, never the URL.")),
+    mqtt_topic: Optional[str] = typer.Option(None, "--mqtt_topic", "--mqtt-topic", help=(
+        "Base topic of availability, state, event and snapshot (default: edge-classify/<host name>).")),
+    mqtt_password_file: Optional[Path] = typer.Option(None, "--mqtt_password_file", "--mqtt-password-file", help=(
+        f"File holding the --mqtt user's password (default: ${PASSWORD_ENV}).")),
+    mqtt_ca: Optional[Path] = typer.Option(None, "--mqtt_ca", "--mqtt-ca", help=(
+        "With mqtts://: the CA certificate (PEM) that signed the broker's (default: the system's).")),
+    mqtt_cert: Optional[Path] = typer.Option(None, "--mqtt_cert", "--mqtt-cert", help=(
+        "With mqtts://: a client certificate (PEM), for brokers that require one.")),
+    mqtt_key: Optional[Path] = typer.Option(None, "--mqtt_key", "--mqtt-key", help=(
+        "With --mqtt_cert: its private key, when not in the same file.")),
+    mqtt_snapshot: bool = typer.Option(False, "--mqtt_snapshot", "--mqtt-snapshot", help=(
+        "Also publish a JPEG of the region classified (at most 64 KB) at each change, retained, and a Home Assistant "
+        "image.")),
+    debounce: int = typer.Option(DEFAULT_DEBOUNCE, "--debounce", metavar="N", help=(
+        "With --mqtt: the state changes after N identical results in a row (after --smooth and --threshold).")),
+    heartbeat: float = typer.Option(DEFAULT_HEARTBEAT_S, "--heartbeat", metavar="SECONDS", help=(
+        "With --mqtt: republish the state this often, with its latest scores.")),
+    discovery_prefix: str = typer.Option(DEFAULT_DISCOVERY_PREFIX, "--discovery_prefix", "--discovery-prefix", help=(
+        "With --mqtt: Home Assistant's discovery prefix.")),
+    no_discovery: bool = typer.Option(False, "--no_discovery", "--no-discovery", help=(
+        "With --mqtt: publish no Home Assistant discovery configs.")),
     verbose: bool = typer.Option(False, "--verbose", help="Also print informational messages and LiteRT's start-up lines."),
 ) -> None:
     """Classify images, a camera or a video with a TFLite image classifier (no TensorFlow needed).
@@ -108,7 +133,10 @@ def classify(
         smooth=smooth, max_reconnects=max_reconnects, emit=emit, delegate=delegate, crop=crop, motion=motion,
         motion_threshold=motion_threshold, interval=interval)
     consumer_options = ConsumerOptions(save=save, display=display, serve=serve, save_uncertain=save_uncertain,
-                                       margin=margin, save_every=save_every, save_max=save_max)
+                                       margin=margin, save_every=save_every, save_max=save_max,
+                                       mqtt=mqtt and MqttOptions(mqtt, mqtt_topic, mqtt_password_file, mqtt_ca, mqtt_cert,
+                                                                 mqtt_key, debounce, heartbeat, mqtt_snapshot,
+                                                                 not no_discovery, discovery_prefix))
 
     def on_result(result: Result) -> None:
         print(json.dumps(result.to_json()) if json_lines else _format_result(result, camera), flush=True)

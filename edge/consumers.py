@@ -2,8 +2,9 @@
 
 Each consumer has `add(frame, result)`, which must return quickly, and `close()`:
 --save and --display (FrameOutput, here), the --serve live view (edge.serve.LiveView),
---save_uncertain (edge.collect.UncertainSaver). `frame_consumers` is the one place that builds
-them from the options; the loop (edge.classify.run) is handed them and imports none of them.
+--save_uncertain (edge.collect.UncertainSaver), --mqtt (edge.mqtt.MqttPublisher).
+`frame_consumers` is the one place that builds them from the options; the loop
+(edge.classify.run) is handed them and imports none of them.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from . import UserError
-from .classify import ClassifyOptions, OpenConsumers
+from .classify import ClassifyOptions, OpenConsumers, Summary
 from .collect import DEFAULT_SAVE_EVERY_S, DEFAULT_SAVE_MAX, UncertainSaver
 from .health import Health
+from .model import Model
+from .mqtt import MqttOptions, MqttPublisher, check_options
 from .results import FrameConsumer, Result, annotate
 
 LIVE_SAVE_FPS = 10.0  # frame rate written to --save for a live camera, which announces none reliably
@@ -40,6 +43,7 @@ class ConsumerOptions:
     margin: float | None = None  # top-two score difference below which a frame is uncertain
     save_every: float = DEFAULT_SAVE_EVERY_S  # seconds between saved uncertain frames, at least
     save_max: int = DEFAULT_SAVE_MAX  # images in the save_uncertain folder, at most
+    mqtt: MqttOptions | None = None  # publish debounced states and changes to a broker (edge.mqtt); None: off
 
 
 def frame_consumers(options: ConsumerOptions, classify: ClassifyOptions,
@@ -53,6 +57,8 @@ def frame_consumers(options: ConsumerOptions, classify: ClassifyOptions,
     """
     if (options.save or options.display or options.serve) and classify.camera is None:
         raise UserError("--save, --display and --serve work with --camera (a camera, video file or stream)")
+    if options.mqtt and classify.camera is None:
+        raise UserError("--mqtt publishes the state of --camera (a camera, video file or stream)")
     if options.save_uncertain and classify.camera is None:
         raise UserError("--save_uncertain keeps frames of --camera (a camera, video file or stream)")
     if options.margin is not None and classify.top_k < 2:
@@ -64,10 +70,15 @@ def frame_consumers(options: ConsumerOptions, classify: ClassifyOptions,
         from .serve import parse_address
 
         address = parse_address(options.serve)
+    if options.mqtt:
+        check_options(options.mqtt)  # a bad URL, or paho missing
 
-    def open_consumers(fps: float | None, stop: threading.Event) -> list[FrameConsumer]:
+    def open_consumers(model: Model, fps: float | None, stop: threading.Event, summary: Summary) -> list[FrameConsumer]:
         consumers: list[FrameConsumer] = []
         with contextlib.ExitStack() as opened:  # one that cannot open closes those opened before it
+            if options.mqtt:
+                consumers.append(MqttPublisher(options.mqtt, model.labels, model.path.name, summary, health))
+                opened.callback(consumers[-1].close)
             if options.save or options.display:
                 consumers.append(FrameOutput(options.save, options.display, fps or LIVE_SAVE_FPS, stop))
                 opened.callback(consumers[-1].close)

@@ -238,7 +238,7 @@ def parse_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -278,7 +278,7 @@ class LiveView:
             raise UserError(f"cannot serve the live view on {host}:{port} ({error.strerror or error})") from None
         self._server.daemon_threads = True
         self.url = f"http://{host}:{self._server.server_address[1]}/"
-        if not _is_loopback(host):
+        if not is_loopback(host):
             logger.warning(f"the live view at {self.url} has no authentication: anyone who can reach "
                            "this address sees the camera")
         self._thread = threading.Thread(target=self._server.serve_forever, name="live view", daemon=True)

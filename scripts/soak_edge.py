@@ -1,12 +1,15 @@
-"""Soak edge-classify as a device service: a long run on a network camera that keeps dropping.
+"""Soak edge-classify as a device service: a long run on a network camera and an MQTT broker that keep dropping.
 
 The script serves its own stand-in MJPEG camera on 127.0.0.1 (the three ../shared test photos,
-cycling), and runs the real `edge-classify --camera URL --serve 127.0.0.1:PORT --json` in a
+cycling), starts Debian's mosquitto on a free 127.0.0.1 port, and runs the real
+`edge-classify --camera URL --serve 127.0.0.1:PORT --mqtt mqtt://127.0.0.1:PORT --json` in a
 subprocess, with one client reading /stream.mjpg throughout. Every --drop_every seconds the
-camera goes away (connections closed, new ones refused) for --drop_for seconds and comes back.
-After --frames results it sends SIGTERM and checks the exit code. It prints frames classified,
-outages survived, mean and max frame age, frames dropped by the newest-frame policy, and the
-process's RSS at start, after warm-up and at the end.
+camera goes away (connections closed, new ones refused) for --drop_for seconds and comes back; at
+a third and two thirds of the run the broker stops for --broker_for seconds and restarts on the
+same port. After --frames results it sends SIGTERM and checks the exit code. It prints frames
+classified (and whether any frame number is missing from the results), outages survived, mean and
+max frame age, frames dropped by the newest-frame policy, and the process's RSS at start, after
+warm-up and at the end.
 
 Before the soak, the classification rate with --serve and a client reading the stream is measured
 against the rate without --serve, in pairs of runs back to back (in alternating order, so that a
@@ -14,27 +17,34 @@ machine getting busier or quieter favours neither) on a camera that does not dro
 as the median rates and the median of the pairs' ratios. The stand-in camera sends frames faster
 than the model classifies them, so the classifier, not the camera, sets the rate.
 
-Targets (issue 11): no crash, every outage survived, RSS growth after warm-up <= 5 MB, rate with
---serve and a client >= 0.95 of the rate without.
+Targets (issues 11 and 19): no crash, every camera and broker outage survived, no frame number
+missing from the results (the classify loop goes on while the broker is away), RSS growth after
+warm-up <= 5 MB, rate with --serve and a client >= 0.95 of the rate without.
 
-    .venv/bin/python scripts/soak_edge.py [--frames 20000] [--model PATH] [--drop_every 20]
+    .venv/bin/python scripts/soak_edge.py [--frames 20000] [--model PATH] [--drop_every 20] [--broker_for 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import http.client
 import json
+import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
+
+from edge.mqtt import RECONNECT_DELAY_S
 
 REPO = Path(__file__).resolve().parents[1]
 THIRDPARTY = REPO.parent / "shared" / "data" / "thirdparty"
@@ -49,6 +59,8 @@ RATE_PAIRS = 7  # pairs of runs, with and without --serve, in alternating order
 RSS_TARGET_MB = 5.0
 RATE_TARGET = 0.95
 RESULT_TIMEOUT_S = 120.0  # no result for this long: the run has failed (a drop lasts seconds)
+BROKER_START_S = 20.0  # mosquitto accepts connections within this, or the soak fails
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"  # Debian's package puts it in sbin
 
 
 class StandInCamera:
@@ -110,6 +122,43 @@ class StandInCamera:
             self.drop()
 
 
+class Mosquitto:
+    """Debian's mosquitto on 127.0.0.1:port with a config written into `folder`; stop() and start() keep the port.
+
+    settings: lines of mosquitto.conf for the listener (authentication, TLS).
+    """
+
+    def __init__(self, folder: Path, settings: str = "allow_anonymous true"):
+        self.port, self.folder, self.process = free_port(), folder, None
+        # `user`: as root, mosquitto would drop to a `mosquitto` user that may not read `folder`.
+        self.config = folder / "mosquitto.conf"
+        self.config.write_text(f"listener {self.port} 127.0.0.1\n{settings}\npersistence false\n"
+                               f"user {getpass.getuser()}\n")
+        self.start()
+
+    def start(self) -> None:
+        log = self.folder / "mosquitto.log"
+        with log.open("a") as stderr:
+            self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.config)], stdout=subprocess.DEVNULL,
+                                            stderr=stderr)
+        deadline = time.monotonic() + BROKER_START_S
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"mosquitto did not start: {log.read_text()}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=BROKER_START_S)
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+
 def encode_jpeg(bgr: np.ndarray) -> bytes:
     import cv2
 
@@ -153,13 +202,15 @@ class StreamClient(threading.Thread):
 class EdgeRun:
     """`edge-classify --camera URL --json [--serve]` in a subprocess, its results read on a thread."""
 
-    def __init__(self, model: Path, camera_url: str, serve_port: int | None, threads: int):
+    def __init__(self, model: Path, camera_url: str, serve_port: int | None, threads: int, mqtt_url: str | None = None):
         command = [sys.executable, "-c", "from edge.cli import main; main()", "--model", str(model),
                    "--camera", camera_url, "--json", "--num_threads", str(threads)]
         if serve_port is not None:
             command += ["--serve", f"127.0.0.1:{serve_port}"]
+        if mqtt_url is not None:
+            command += ["--mqtt", mqtt_url, "--mqtt_topic", "soak/edge", "--mqtt_snapshot"]
         self.process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.results: list[tuple[float, float]] = []  # (time received, frame_age_ms)
+        self.results: list[tuple[float, float, int]] = []  # (time received, frame_age_ms, frame)
         self.changed = threading.Condition()
         self.stderr: list[str] = []
         threading.Thread(target=self._read_results, daemon=True).start()
@@ -169,7 +220,7 @@ class EdgeRun:
         for line in self.process.stdout:
             result = json.loads(line)
             with self.changed:
-                self.results.append((time.monotonic(), result["frame_age_ms"]))
+                self.results.append((time.monotonic(), result["frame_age_ms"], result["frame"]))
                 self.changed.notify_all()
 
     def wait_for(self, count: int) -> None:
@@ -182,6 +233,11 @@ class EdgeRun:
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout=30)
+
+
+def broker_recovered(stderr: list[str]) -> int:
+    """Reconnections to the broker edge-classify reported (one warning line each)."""
+    return sum(line.startswith("warning: MQTT broker ") and " is back after " in line for line in stderr)
 
 
 def free_port() -> int:
@@ -216,10 +272,13 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--drop_every", type=float, default=20.0, help="seconds between camera outages")
     parser.add_argument("--drop_for", type=float, default=2.0, help="seconds each outage lasts")
+    parser.add_argument("--broker_for", type=float, default=5.0, help="seconds each of the two broker outages lasts")
     parser.add_argument("--num_threads", type=int, default=1, help="interpreter threads")
     args = parser.parse_args()
     if not args.model.is_file() or not (THIRDPARTY / PHOTOS[0]).is_file():
         sys.exit(f"error: {args.model} or the photos in {THIRDPARTY} are absent (../shared not beside the repo)")
+    if not Path(MOSQUITTO).is_file():
+        sys.exit("error: mosquitto is not installed: apt-get install mosquitto")
 
     camera = StandInCamera(photo_jpegs())
     print(f"camera {camera.url} ({FRAME_SIZE[0]}x{FRAME_SIZE[1]}, {CAMERA_FPS:.0f} fps); model {args.model.name}, "
@@ -232,8 +291,10 @@ def main() -> None:
     baseline, served = statistics.median(rates[False]), statistics.median(rates[True])
     ratio = statistics.median(with_client / without for with_client, without in zip(rates[True], rates[False]))
 
+    broker_folder = tempfile.TemporaryDirectory()
+    broker = Mosquitto(Path(broker_folder.name))
     port = free_port()
-    run = EdgeRun(args.model, camera.url, port, args.num_threads)
+    run = EdgeRun(args.model, camera.url, port, args.num_threads, broker.url)
     client = StreamClient(port)
     client.start()
     run.wait_for(1)
@@ -241,6 +302,8 @@ def main() -> None:
     run.wait_for(WARMUP_FRAMES)
     rss_warm = rss_mb(run.process.pid)
     drops, next_drop = 0, time.monotonic() + args.drop_every
+    broker_drops_at = [args.frames // 3, 2 * args.frames // 3]  # results after which the broker goes away
+    broker_drops, results_while_broker_away = 0, []
     while len(run.results) < args.frames:
         if time.monotonic() >= next_drop:
             camera.drop()
@@ -248,19 +311,37 @@ def main() -> None:
             camera.restore()
             drops += 1
             next_drop = time.monotonic() + args.drop_every
+        if broker_drops < len(broker_drops_at) and len(run.results) >= broker_drops_at[broker_drops]:
+            results_before = len(run.results)
+            broker.stop()
+            time.sleep(args.broker_for)
+            results_while_broker_away.append(len(run.results) - results_before)
+            broker.start()
+            broker_drops += 1
         run.wait_for(min(len(run.results) + 100, args.frames))
+    # The last reconnection may still be due, however far paho's back-off got.
+    deadline = time.monotonic() + RECONNECT_DELAY_S[1] + 5
+    while broker_recovered(run.stderr) < broker_drops and time.monotonic() < deadline:
+        time.sleep(0.5)
     rss_end = rss_mb(run.process.pid)
     exit_code = run.stop()
     client.stopped.set()
     camera.close()
+    broker.stop()
+    broker_folder.cleanup()
     summary = run.stderr[-1].strip() if run.stderr else ""
     outages = int(summary.split(" outage")[0].rsplit(" ", 1)[-1]) if " outage" in summary else 0
     dropped = int(summary.split(" dropped")[0].rsplit(" ", 1)[-1]) if " dropped" in summary else 0
-    ages = [age for _, age in run.results]
+    frames = [frame for _, _, frame in run.results]
+    missing = frames[-1] + 1 - len(set(frames))
+    ages = [age for _, age, _ in run.results]
 
     rows = [
         ("frames classified", f"{len(run.results)}", f">= {args.frames}"),
         ("outages survived / caused", f"{outages} / {drops}", "all"),
+        ("broker outages recovered / caused", f"{broker_recovered(run.stderr)} / {broker_drops}", "all"),
+        ("results while the broker was away, each outage", " / ".join(map(str, results_while_broker_away)), "> 0"),
+        ("frame numbers missing from the results", f"{missing}", "0"),
         ("frame age, mean / max", f"{statistics.mean(ages):.1f} / {max(ages):.1f} ms", ""),
         ("frames dropped (newest-frame policy)", f"{dropped}", ""),
         ("RSS start / after warm-up / end", f"{rss_start:.1f} / {rss_warm:.1f} / {rss_end:.1f} MB", ""),
@@ -275,8 +356,8 @@ def main() -> None:
     for what, figure, target in rows:
         print(f"| {what:<{width}} | {figure} | {target} |")
     print(f"\nlast line of edge-classify's stderr: {summary}")
-    failed = (outages != drops or exit_code != 0 or rss_end - rss_warm > RSS_TARGET_MB
-              or ratio < RATE_TARGET)
+    failed = (outages != drops or broker_recovered(run.stderr) != broker_drops or missing
+              or not all(results_while_broker_away) or exit_code != 0 or rss_end - rss_warm > RSS_TARGET_MB or ratio < RATE_TARGET)
     sys.exit(1 if failed else 0)
 
 

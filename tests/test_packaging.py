@@ -1,6 +1,6 @@
 """The device's dependency list has one source, pyproject.toml, for every way onto the device.
 
-Dockerfile.arm, scripts/arm64_check.sh and the README's device instructions each install the
+Dockerfile.arm, scripts/arm64_check.sh and the device instructions of the README and docs/ each install the
 project itself with the same extra and name no dependency of their own, so they cannot drift.
 """
 
@@ -26,7 +26,7 @@ def pip_installs(text: str) -> list[list[str]]:
     logical = re.sub(r"\\\n", " ", text)
     installs = []
     for line in logical.splitlines():
-        if "pip" not in line or line.lstrip().startswith("#"):
+        if not re.search(r"\bpip\b.*\binstall\b", line) or line.lstrip().startswith("#"):
             continue
         lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
         lexer.whitespace_split = True
@@ -55,10 +55,11 @@ def pip_installs(text: str) -> list[list[str]]:
     return installs
 
 
-def test_pyproject_device_install_has_no_tensorflow():
+def test_pyproject_device_install_has_no_tensorflow_and_no_mkdocs():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     device = project["dependencies"] + project["optional-dependencies"][DEVICE_EXTRA]
-    assert not [requirement for requirement in device if "tensorflow" in requirement.lower()]
+    assert not [requirement for requirement in device if re.search("tensorflow|mkdocs", requirement.lower())]
+    assert [requirement for requirement in project["optional-dependencies"]["docs"] if "mkdocs" in requirement]
 
 
 def test_dockerfile_installs_only_the_project_with_the_device_extra():
@@ -77,13 +78,14 @@ def test_arm64_check_installs_only_the_project_wheel_with_the_device_extra():
     assert re.search(r'^WHEEL=\$\(ls "\$WORK"/dist/\*\.whl\)$', script, re.MULTILINE)
 
 
-def test_readme_installs_only_the_project_and_the_pi_gets_the_device_extra():
+def test_readme_and_docs_install_only_the_project_and_the_pi_gets_the_device_extra():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    installs = pip_installs((REPO / "README.md").read_text().replace("`", " "))
-    requirements = [requirement for arguments in installs for requirement in arguments]
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    requirements = [(page.name, requirement) for page in pages
+                    for arguments in pip_installs(page.read_text().replace("`", " ")) for requirement in arguments]
     # Only the project itself, with its extras: never a dependency named on its own.
-    for requirement in requirements:
+    for page, requirement in requirements:
         match = re.fullmatch(r"(retrain-edge|\.|\S*retrain_edge\S*\.whl\)?)(?:\[([\w,]+)\])?", requirement)
-        assert match, f"README installs {requirement!r}, not the project"
+        assert match, f"{page} installs {requirement!r}, not the project"
         assert set(filter(None, (match.group(2) or "").split(","))) <= set(project["optional-dependencies"])
-    assert f"retrain-edge[{DEVICE_EXTRA}]" in requirements
+    assert ("README.md", f"retrain-edge[{DEVICE_EXTRA}]") in requirements

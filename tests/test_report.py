@@ -22,6 +22,7 @@ from trainer.dataset import list_images, set_for_file
 from trainer.audit import AuditOptions, audit, cross_validated_probabilities, small_classes, suspected_mislabels
 from trainer.evaluate import EvaluateOptions, class_figures, confusion_matrix, evaluate
 from trainer.report import percent
+from trainer.review import ReviewOptions, ReviewSession
 
 runner = CliRunner()
 PRETRAINED_WEIGHTS = ("weights", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5")
@@ -241,6 +242,13 @@ def test_audit_finds_a_planted_duplicate_and_mislabelled_image(sample_dir, audit
     assert lines[1].startswith(f"likely mislabelled: stripes/{planted.name} is labelled 'stripes' but looks like 'circles'")
     # One thumbnail per duplicate group and per suspect.
     assert len(embedded_images(tmp_path / "report" / "audit.html")) == 2
+    # audit.json has the same findings, for `retrain-edge review --audit`, which lists the suspect.
+    findings = json.loads((tmp_path / "report" / "audit.json").read_text())
+    assert findings["image_dir"] == str(image_dir.resolve()) and len(findings["duplicates"]) == 1
+    assert [(entry["path"], entry["predicted"]) for entry in findings["suspected_mislabels"]] == [
+        (f"stripes/{planted.name}", "circles")]
+    with ReviewSession(ReviewOptions(audit=tmp_path / "report", thumbnail_dir=tmp_path / "thumbnails")) as session:
+        assert [photo["name"] for photo in json.loads(session.listing())["photos"]] == [planted.name]
 
 
 def name_in_other_set(stem: str, other_than: str) -> str:

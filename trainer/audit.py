@@ -1,12 +1,14 @@
 """The data audit, before training: duplicates and near-duplicates, bursts split across sets,
 likely mislabelled images, classes too small.
 
-Reads the images (and the bottleneck cache) and writes only audit.html.
+Reads the images (and the bottleneck cache) and writes only audit.html and audit.json (the
+findings for programs: `retrain-edge review --audit` lists the likely mislabelled photos from it).
 """
 
 from __future__ import annotations
 
 import html
+import json
 import logging
 import math
 from collections import defaultdict
@@ -25,6 +27,7 @@ from trainer.bottlenecks import DECODE_THREADS, default_bottleneck_dir
 from trainer.dataset import MIN_IMAGES_PER_CLASS, SETS, list_images
 from trainer.outputs import write_bytes_atomic
 from trainer.report import GALLERY_IMAGES, gallery, html_page, thumbnail_card
+from trainer.review import AUDIT_JSON
 from trainer.train import softmax
 
 log = logging.getLogger(__name__)
@@ -148,6 +151,7 @@ def audit(options: AuditOptions) -> AuditResult:
         small_classes(images.files, images.labels, options.validation_percentage, options.testing_percentage),
         Path(options.report_dir) / AUDIT_FILE)
     write_audit_report(result)
+    write_audit_json(result)
     return result
 
 
@@ -328,6 +332,14 @@ def format_audit(result: AuditResult) -> str:
     if result.clean:
         lines.append("no problems found")
     return "\n".join(lines)
+
+
+def write_audit_json(result: AuditResult) -> None:
+    """audit.json beside audit.html: every finding, paths relative to image_dir (absolute)."""
+    findings = {name: getattr(result, name) for name in ("image_count", "duplicates", "near_duplicates",
+                                                        "straddling_bursts", "suspected_mislabels", "small_classes")}
+    write_bytes_atomic(result.report_path.with_name(AUDIT_JSON),
+                       json.dumps({"image_dir": str(Path(result.image_dir).resolve()), **findings}, indent=1).encode())
 
 
 def write_audit_report(result: AuditResult) -> None:

@@ -27,6 +27,7 @@ app = typer.Typer(
 INSTALL_TRAIN_EXTRA = "pip install 'retrain-edge[train]'"
 # TensorFlow's C++ log threshold without --verbose: errors only, no start-up information or warnings.
 QUIET_TF_LOG_LEVEL = "2"
+DEFAULT_REVIEW_ADDRESS = "127.0.0.1:8780"  # review --serve: this machine only
 
 
 def setup_output(verbose: bool) -> None:
@@ -54,13 +55,15 @@ def require_training_extra() -> None:
         raise UserError(f"this command needs TensorFlow, which the device install leaves out: {INSTALL_TRAIN_EXTRA}") from None
 
 
-def run(function: Callable, *arguments):
+def run(function: Callable, *arguments, needs_tensorflow: bool = True):
     """Call a library function; a UserError becomes one line on stderr and exit code 2.
 
-    Every command needs TensorFlow, so its absence is checked here, once, for all of them.
+    TensorFlow's absence is checked here, once, for every command that needs it: all but review,
+    which must start fast and never imports it.
     """
     try:
-        require_training_extra()
+        if needs_tensorflow:
+            require_training_extra()
         return function(*arguments)
     except UserError as error:
         typer.echo(f"error: {error}", err=True)
@@ -248,7 +251,8 @@ def bottlenecks_and_report(fields: dict) -> None:
             raise
         raise UserError("this command needs Apache Beam, which comes with the beam extra: "
                         "pip install 'retrain-edge[train,beam]'") from None
-    result = compute_bottlenecks_on_beam(BeamBottleneckOptions(**fields))
+    with start_up_lines_hidden():  # worker processes (e.g. multi_processing) load TensorFlow anew
+        result = compute_bottlenecks_on_beam(BeamBottleneckOptions(**fields))
     typer.echo(f"{result.images} images: {result.cached} already cached, {result.computed} computed, "
                f"{result.bad_images} skipped (not decodable images; the runner's log names them)\n"
                f"cache: {result.cache_folder}")
@@ -277,9 +281,39 @@ def bottlenecks_command(
         runner=runner, pipeline_args=tuple(context.args)))
 
 
+def review_and_report(options) -> None:
+    from trainer.review_page import review
+
+    summary = review(options, on_serving=lambda url: typer.echo(
+        f"review at {url} (keys: the class's number or letter, x discards, u undoes); "
+        "the page's done button or Ctrl-C ends it"))
+    typer.echo(str(summary))
+
+
+@app.command("review")
+def review_command(
+    source: Path = typer.Argument(None, help="Folder of class folders to label: edge-classify's --save_uncertain or --collect output (its uncertain.jsonl gives the scores)."),
+    into: Path = typer.Option(None, "--into", help="DATA: the dataset the photos go into, one folder per class (made when needed)."),
+    audit: Path = typer.Option(None, "--audit", help="Review the photos `retrain-edge audit` flagged as likely mislabelled, in place: its --report_dir, holding audit.json (no SOURCE or --into)."),
+    serve: str = typer.Option(DEFAULT_REVIEW_ADDRESS, "--serve", help="[HOST:]PORT of the page; on another address than 127.0.0.1 anyone who reaches it sees the photos."),
+    read_only: bool = typer.Option(False, "--read_only", "--read-only", help="Show the page and refuse every change: for sharing a view."),
+    thumbnail_dir: Path = typer.Option(None, "--thumbnail_dir", "--thumbnail-dir", help="Cache of thumbnails, made once per photo (default: ~/.cache/retrain-edge/thumbnails)."),
+    verbose: bool = typer.Option(False, "--verbose", help="Also print informational messages."),
+) -> None:
+    """Label photos in a local page: each goes by an atomic rename into DATA/<class>/ or SOURCE/.discarded/,
+    journalled, undoable; no TensorFlow needed."""
+    from trainer.review import ReviewOptions, default_thumbnail_dir
+
+    setup_logging(verbose)
+    run(review_and_report, ReviewOptions(source=source, into=into, audit=audit, serve=serve, read_only=read_only,
+                                         thumbnail_dir=thumbnail_dir or default_thumbnail_dir()),
+        needs_tensorflow=False)
+
+
 @app.callback()
 def commands() -> None:
-    """retrain-edge: train on IMAGE_DIR, convert to TFLite, evaluate; run the result with edge-classify."""
+    """retrain-edge: train on IMAGE_DIR, convert to TFLite, evaluate; label new photos with review; run the
+    result with edge-classify."""
 
 
 def main() -> None:
