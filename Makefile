@@ -2,7 +2,7 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test fuzz demo docs docs-serve bench arm64-check interop-check clean
+.PHONY: test fuzz demo docs docs-serve bench arm64-check interop-check pi-cost clean
 
 $(STAMP): pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -35,6 +35,10 @@ arm64-check: $(STAMP)
 # MediaPipe Tasks on the demo's converted models (run `make demo` first); MediaPipe gets its own venv.
 interop-check: $(STAMP)
 	bash scripts/interop_check.sh $(INTEROP_CHECK_ARGS)
+
+# aarch64 instructions per inference on a Pi 4 and Pi 5 under qemu (run `make arm64-check` and `make demo` first).
+pi-cost: $(STAMP)
+	bash scripts/pi_cost.sh $(PI_COST_ARGS)
 
 clean:
 	rm -rf $(VENV) demo_output site

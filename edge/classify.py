@@ -10,7 +10,6 @@ the loop imports none of them.
 from __future__ import annotations
 
 import contextlib
-import functools
 import itertools
 import logging
 import signal
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from . import UserError
-from .image import ImageError, load_rgb, open_rgb, resize_rgb
+from .image import ImageError, load_rgb, open_rgb, resize_bgr, resize_rgb
 from .model import Model, load_model
 from .motion import DEFAULT_INTERVAL_S, DEFAULT_MOTION_THRESHOLD, Gate
 from .region import Crop, Cropper, parse_crop
@@ -149,18 +148,9 @@ def top_labels(scores: np.ndarray, labels: list[str], k: int, threshold: float =
     return (top[0][0] if top[0][1] >= threshold else UNKNOWN_LABEL), top
 
 
-@functools.cache
-def _bgr_to_rgb() -> Callable[[np.ndarray], np.ndarray]:
-    try:
-        import cv2
-    except ImportError:  # picamera2 without OpenCV
-        return lambda frame: np.ascontiguousarray(frame[..., ::-1])
-    return lambda frame: cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-
-
 def frame_pixels(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """BGR uint8 (H, W, 3) frame -> RGB uint8 (height, width, 3) at size, resized as the trainer resizes."""
-    return resize_rgb(_bgr_to_rgb()(frame), size)
+    return resize_bgr(frame, size)
 
 
 def classify_frame(model: Model, frame: np.ndarray, top_k: int, threshold: float = 0.0,

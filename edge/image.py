@@ -66,6 +66,19 @@ def resize_rgb(image: Image.Image | np.ndarray, size: tuple[int, int]) -> np.nda
     return np.asarray(image, dtype=np.uint8)
 
 
+def resize_bgr(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A camera's BGR uint8 (H, W, 3) frame -> RGB uint8 (height, width, 3) at size=(height, width).
+
+    The same pixels as `resize_rgb` of the frame in RGB order. Pillow's unpacker reads the BGR
+    bytes straight into its RGB image, in the copy it makes anyway: swapping the channels of the
+    whole frame first costs a Pi more than the network itself when NumPy does it (picamera2
+    without OpenCV), and is never needed.
+    """
+    height, width = frame.shape[:2]
+    image = Image.frombuffer("RGB", (width, height), np.ascontiguousarray(frame), "raw", "BGR", 0, 1)
+    return resize_rgb(image, size)
+
+
 def load_rgb(path: str | Path | bytes, size: tuple[int, int]) -> np.ndarray:
     """Decode `path` (or a file's bytes) and resize it to size=(height, width): uint8 (height, width, 3)."""
     height, width = size

@@ -61,21 +61,8 @@ for distro in "${DISTROS[@]}"; do
 done
 case $CPU in cortex-a72|cortex-a76) ;; *) die "--cpu must be cortex-a72 (Pi 4) or cortex-a76 (Pi 5), not $CPU" ;; esac
 
-# What /proc/cpuinfo says on the Pi with that CPU. ai-edge-litert's CPU probe reads it and
-# crashes on the x86 one that qemu-user would otherwise pass through.
-cpuinfo_lines() {
-    case $CPU in
-        cortex-a72) features="fp asimd evtstrm crc32 cpuid"; variant=0x0; part=0xd08; revision=3
-                    model="Raspberry Pi 4 Model B Rev 1.4" ;;
-        cortex-a76) features="fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp"
-                    variant=0x4; part=0xd0b; revision=1; model="Raspberry Pi 5 Model B Rev 1.0" ;;
-    esac
-    for ((cpu = 0; cpu < $(nproc); cpu++)); do
-        printf 'processor\t: %d\nBogoMIPS\t: 108.00\nFeatures\t: %s\nCPU implementer\t: 0x41\n' "$cpu" "$features"
-        printf 'CPU architecture: 8\nCPU variant\t: %s\nCPU part\t: %s\nCPU revision\t: %s\n\n' "$variant" "$part" "$revision"
-    done
-    printf 'Model\t\t: %s\n' "$model"
-}
+# cpuinfo_lines: what /proc/cpuinfo says on the Pi with that CPU (shared with pi_cost.sh).
+source "$REPO/scripts/arm64_cpuinfo.sh"
 
 [ "$(uname -m)" = x86_64 ] || die "this check emulates arm64 on an x86_64 host; on arm64 run edge-classify directly"
 command -v apt-get >/dev/null && command -v dpkg >/dev/null || die "needs a Debian-based host (apt-get, dpkg)"
@@ -160,7 +147,7 @@ install_runtime() {  # distro -> sets SITE_PATH (PYTHONPATH inside the root)
     # The project itself changes every edit: reinstalled each run, ahead of the cached copy.
     rm -rf "$root/opt/retrain-edge/app"
     "$VENV_PYTHON" -m pip install --quiet --disable-pip-version-check --no-deps --target "$root/opt/retrain-edge/app" "$WHEEL"
-    cpuinfo_lines > "$root/proc/cpuinfo"
+    cpuinfo_lines "$CPU" > "$root/proc/cpuinfo"
     SITE_PATH=/opt/retrain-edge/app:$deps
     PY_VERSION=$pyver
 }

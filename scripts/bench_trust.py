@@ -1,18 +1,19 @@
-"""Benchmark trust, by k-fold cross-validation: accuracy, int8 agreement, calibration, distortions.
+"""Benchmark trust, by k-fold cross-validation: accuracy, calibration, regularisation, distortions, int8.
 
-    python scripts/bench_trust.py [--image_dir ../shared/data/flowers] [--folds 5]
+    python scripts/bench_trust.py [--image_dir ../shared/data/flowers] [--folds 5] [--seeds 0,1,2]
         [--architecture mobilenet_v2_0.5_224] [--weights ../shared/data/weights/...0.5_224_no_top.h5]
-        [--steps 4000] [--float_layers 6,10,15,20] [--no_distortions]
+        [--steps 4000] [--float_layers 6,10,15,20] [--no_distortions] [--no_tflite]
 
 With no photos held back beyond the dataset, each image is measured once, by the model that did
 not see it. Fold f holds the images whose classic split hash (trainer.dataset.hash_percentage)
 falls in [100 f / k, 100 (f + 1) / k); the next 10% of the hash range is that fold's validation
-split (early stopping, the temperature) and the rest its training split (the head, int8
-calibration). The head is trained as `retrain-edge train` trains it (train_head, calibrate) on the
-cached bottlenecks, put on the backbone (build_classifier) and converted (convert_model) to each
-TFLite mode, which runs the held-out fold through the edge runtime (edge.model.load_model).
-Figures are medians over the folds; latency and size ratios are taken within a fold against
-its full-int8 model.
+split (early stopping, the old validation temperature) and the rest its training split (the head,
+int8 calibration). The head is trained as `retrain-edge train` trains it (train_head; the
+temperature and --choose_regularisation by cross_validate on training + validation, whose inner
+folds are the other k - 1) on the cached bottlenecks, once per seed; with seed 0 it is put on the
+backbone (build_classifier) and converted (convert_model) to each TFLite mode, which runs the
+held-out fold through the edge runtime (edge.model.load_model). Figures are medians over folds
+(and seeds); latency and size ratios are taken within a fold against its full-int8 model.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -38,20 +40,21 @@ from edge.image import load_rgb  # noqa: E402
 from edge.model import load_model  # noqa: E402
 from trainer.backbones import INPUT_MEAN, INPUT_STD, build_backbone, get_backbone, weights_id  # noqa: E402
 from trainer.bottlenecks import BottleneckCache, file_keys, image_bottlenecks, make_forward  # noqa: E402
-from trainer.calibration import THRESHOLDS, expected_calibration_error, precision_coverage  # noqa: E402
+from trainer.calibration import (  # noqa: E402
+    THRESHOLDS, expected_calibration_error, fit_temperature, negative_log_likelihood, precision_coverage, softmax,
+)
 from trainer.convert import (  # noqa: E402
     DEFAULT_CALIBRATION_IMAGES, calibration_paths, convert_model, selectively_quantized, tflite_converter,
 )
 from trainer.dataset import hash_percentage, list_images  # noqa: E402
 from trainer.distortions import DistortionOptions, distorted_training_inputs  # noqa: E402
-from trainer.train import TrainOptions, build_classifier, calibrate, train_head  # noqa: E402
+from trainer.train import TrainOptions, build_classifier, cross_validate, train_head  # noqa: E402
 
 VALIDATION_PERCENTAGE = 10  # of the hash range, after the held-out fold: the classic default
 # The classic distortion flags the issue measured (crop, scale, brightness 10%, flip).
 DISTORTIONS = dict(random_crop=10, random_scale=10, random_brightness=10, flip_left_right=True)
 LATENCY_THREADS = 1  # one interpreter thread: latency ratios least disturbed by a shared machine
 FLOAT_MODES = ("float32", "dynamic", "float16")
-DEFAULT_EARLY_STOPPING = TrainOptions(image_dir=Path(".")).early_stopping
 
 
 class NoSummaries:
@@ -76,9 +79,8 @@ def fold_sets(names: list[str], fold: int, folds: int) -> tuple[np.ndarray, np.n
     return ~held_out & ~validation, validation, held_out
 
 
-def trained_head(steps: int, early_stopping: bool, train_x, train_y, validation_x, validation_y, class_count,
+def trained_head(options: TrainOptions, train_x, train_y, validation_x, validation_y, class_count,
                  training_inputs=None):
-    options = TrainOptions(image_dir=Path("."), how_many_training_steps=steps, early_stopping=early_stopping)
     with contextlib.redirect_stderr(io.StringIO()):
         head, history = train_head(options, train_x, train_y, validation_x, validation_y, class_count, NoSummaries(),
                                    training_inputs=training_inputs)
@@ -110,11 +112,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4000, help="training steps per head")
     parser.add_argument("--float_layers", default="6,10,15,20", help="selective int8 variants: layers kept in float")
     parser.add_argument("--no_distortions", action="store_true", help="skip the distortion comparison")
+    parser.add_argument("--seeds", default="0,1,2", help="head seeds: each fold is trained once per seed")
+    parser.add_argument("--no_tflite", action="store_true", help="skip the TFLite conversions (head figures only)")
     parser.add_argument("--bottleneck_dir", type=Path, default=None, help="cache to reuse (default: a temporary one)")
     arguments = parser.parse_args()
     if not arguments.image_dir.is_dir():
         sys.exit(f"{arguments.image_dir} not found: pass --image_dir and --weights")
     float_layer_counts = [int(count) for count in arguments.float_layers.split(",")]
+    seeds = [int(seed) for seed in arguments.seeds.split(",")]
     started = time.perf_counter()
 
     images = list_images(arguments.image_dir, 0, 0)
@@ -140,6 +145,11 @@ def main() -> None:
         def record(name: str, value: float) -> None:
             rows.setdefault(name, []).append(value)
 
+        def record_paired(name: str, changed: tuple[float, float], baseline: tuple[float, float]) -> None:
+            """(accuracy, NLL) of a change and its baseline on the same fold and seed."""
+            record(f"{name}, accuracy points (paired)", 100 * (changed[0] - baseline[0]))
+            record(f"{name}, NLL (paired)", changed[1] - baseline[1])
+
         thresholds = {threshold: [] for threshold in THRESHOLDS}
         for fold in range(arguments.folds):
             train_mask, validation_mask, held_out = fold_sets([path.name for path in paths], fold, arguments.folds)
@@ -152,33 +162,68 @@ def main() -> None:
             def held_out_accuracy(head) -> float:
                 return float(np.mean(head.probabilities(test_x).argmax(1) == test_y))
 
-            heads = {}
-            for name, early_stopping in (("last step", False), ("lowest validation CE", True)):
-                heads[name], kept_step = trained_head(arguments.steps, early_stopping, train_x, train_y, validation_x,
-                                                      validation_y, class_count)
-                record(f"head: {name}, accuracy", held_out_accuracy(heads[name]))
-                record(f"head: {name}, step", kept_step)
-                record(f"head: {name}, ECE before temperature",
-                       expected_calibration_error(heads[name].probabilities(test_x), test_y))
-                calibrated, calibration = calibrate(heads[name], validation_x, validation_y)
-                record(f"head: {name}, ECE after temperature",
-                       expected_calibration_error(calibrated.probabilities(test_x), test_y))
-                record(f"head: {name}, temperature", calibration["temperature"])
-                record(f"head: {name}, largest weight", float(np.abs(heads[name].weights).max()))
-            # The rest measures what `train` delivers by default.
-            head, _ = calibrate(heads["lowest validation CE" if DEFAULT_EARLY_STOPPING else "last step"],
-                                validation_x, validation_y)
-            keras_scores = head.probabilities(test_x)
-            for row in precision_coverage(keras_scores, test_y):
-                thresholds[row.threshold].append((row.precision, row.coverage))
-
-            if variants is not None:
-                train_indices = np.flatnonzero(train_mask)
-                distorted_head, _ = trained_head(arguments.steps, DEFAULT_EARLY_STOPPING, train_x, train_y, validation_x,
-                                                 validation_y, class_count,
-                                                 training_inputs=lambda batch: variants(train_indices[batch]))
-                record("distortions: off, accuracy", held_out_accuracy(head))
-                record("distortions: on (10 cached variants), accuracy", held_out_accuracy(distorted_head))
+            names = [path.name for path, keep in zip(paths, train_mask | validation_mask) if keep]
+            folded_x = bottlenecks[train_mask | validation_mask]
+            folded_y = labels[train_mask | validation_mask]
+            for seed in seeds:
+                options = TrainOptions(image_dir=Path("."), how_many_training_steps=arguments.steps, seed=seed)
+                _, calibration = cross_validate(options, folded_x, folded_y, names, class_count)
+                heads = {}
+                for name, early_stopping in (("last step", False), ("lowest validation CE", True)):
+                    head, kept_step = trained_head(replace(options, early_stopping=early_stopping), train_x, train_y,
+                                                   validation_x, validation_y, class_count)
+                    record(f"head: {name}, accuracy", held_out_accuracy(head))
+                    record(f"head: {name}, step", kept_step)
+                    logits = head.logits(test_x)
+                    for temperature_name, temperature in (
+                            ("no temperature", 1.0),
+                            ("validation temperature", fit_temperature(head.logits(validation_x), validation_y)),
+                            ("out-of-fold temperature", calibration["temperature"])):
+                        record(f"head: {name}, ECE, {temperature_name}",
+                               expected_calibration_error(softmax(logits / temperature), test_y))
+                        record(f"head: {name}, NLL, {temperature_name}",
+                               negative_log_likelihood(logits, test_y, temperature))
+                    record(f"head: {name}, largest weight", float(np.abs(head.weights).max()))
+                    heads[name] = head
+                record("out-of-fold ECE at training (training + validation)", calibration["out_of_fold_ece"]["after"])
+                record("out-of-fold temperature", calibration["temperature"])
+                default_head = heads["last step"]
+                chosen, chosen_calibration = cross_validate(replace(options, choose_regularisation=True), folded_x,
+                                                            folded_y, names, class_count)
+                regularised = trained_head(replace(options, **chosen), train_x, train_y, validation_x, validation_y,
+                                           class_count)[0]
+                figures = {}
+                for name, head, temperature in (("default", default_head, calibration["temperature"]),
+                                                ("--choose_regularisation", regularised,
+                                                 chosen_calibration["temperature"])):
+                    figures[name] = (held_out_accuracy(head),
+                                     negative_log_likelihood(head.logits(test_x), test_y, temperature))
+                    record(f"regularisation: {name}, accuracy", figures[name][0])
+                    record(f"regularisation: {name}, NLL (calibrated)", figures[name][1])
+                record_paired("regularisation: chosen - default", figures["--choose_regularisation"], figures["default"])
+                for key in chosen:
+                    record(f"regularisation: chosen {key}", chosen[key])
+                if variants is not None:
+                    train_indices = np.flatnonzero(train_mask)
+                    distorted_head, _ = trained_head(options, train_x, train_y, validation_x, validation_y, class_count,
+                                                     training_inputs=lambda batch: variants(train_indices[batch]))
+                    record("distortions: off, accuracy", held_out_accuracy(default_head))
+                    record("distortions: on (10 cached variants), accuracy", held_out_accuracy(distorted_head))
+                    off = (held_out_accuracy(default_head),
+                           negative_log_likelihood(default_head.logits(test_x), test_y, calibration["temperature"]))
+                    on = (held_out_accuracy(distorted_head),
+                          negative_log_likelihood(distorted_head.logits(test_x), test_y, calibration["temperature"]))
+                    record("distortions: off, NLL (out-of-fold temperature)", off[1])
+                    record("distortions: on, NLL (out-of-fold temperature)", on[1])
+                    record_paired("distortions: on - off", on, off)
+                if seed == seeds[0]:
+                    # The rest measures what `train` delivers by default, once per fold.
+                    head = default_head.with_temperature(calibration["temperature"])
+                    keras_scores = head.probabilities(test_x)
+                    for row in precision_coverage(keras_scores, test_y):
+                        thresholds[row.threshold].append((row.precision, row.coverage))
+            if arguments.no_tflite:
+                continue
 
             keras_top1 = keras_scores.argmax(1)
             record("Keras, accuracy", float(np.mean(keras_top1 == test_y)))
@@ -209,11 +254,16 @@ def main() -> None:
                 record(f"{name}, latency ms ({LATENCY_THREADS} thread)", latencies[name])
 
     print(f"\ntrust: {arguments.architecture} on {arguments.image_dir} ({len(paths)} images), {arguments.folds}-fold "
-          f"cross-validation by the classic hash, {arguments.steps} steps; medians over folds "
-          f"(min..max); {time.perf_counter() - started:.0f} s")
+          f"cross-validation by the classic hash, {arguments.steps} steps, seeds {arguments.seeds}; medians over folds "
+          f"and seeds (min..max); {time.perf_counter() - started:.0f} s")
     width = max(map(len, rows)) + 2
     for name, values in rows.items():
-        if name.endswith(("accuracy", "agreement with Keras", "ECE before temperature", "ECE after temperature")):
+        if name.endswith("(paired)"):
+            better = sum(value > 0 for value in values) if "accuracy" in name else sum(value < 0 for value in values)
+            worse = sum(value < 0 for value in values) if "accuracy" in name else sum(value > 0 for value in values)
+            text = (f"{statistics.median(values):+.3g}  ({min(values):+.3g}..{max(values):+.3g}); better in {better}, "
+                    f"worse in {worse} of {len(values)}")
+        elif name.endswith(("accuracy", "agreement with Keras")) or "ECE" in name:
             text = f"{statistics.median(values):.1%}  ({min(values):.1%}..{max(values):.1%})"
         else:
             text = f"{statistics.median(values):.3g}  ({min(values):.3g}..{max(values):.3g})"

@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import inspect
 import os
+import shutil
 import signal
 import threading
 import warnings
@@ -40,6 +41,9 @@ COLORS = ("red", "green", "blue")
 COLOR_BGR = {"red": (0, 0, 255), "green": (0, 255, 0), "blue": (255, 0, 0)}
 TINY_SIZE = (8, 8)  # (height, width) of the test models' input
 TEST_TIMEOUT_S = 60  # a run that has not ended by then is stopped with SIGTERM, and the test fails
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")  # the system's, from apt; never a download
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 def load_script(name: str):
@@ -139,3 +143,17 @@ def deadline():
     timer.start()
     yield
     timer.cancel()
+
+
+@pytest.fixture
+def chromium_page():
+    """A page of a real headless Chromium."""
+    if CHROMIUM is None:
+        pytest.skip("no Chromium installed (apt-get install chromium)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page()
+        finally:
+            browser.close()

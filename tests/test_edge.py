@@ -21,7 +21,7 @@ import edge
 from edge.classify import ClassifyOptions, frame_pixels, run, top_labels
 from edge.cli import app
 from edge.consumers import ConsumerOptions, frame_consumers
-from edge.image import load_rgb, resize_rgb
+from edge.image import load_rgb, resize_bgr, resize_rgb
 from edge.model import load_model, quantization_table, read_metadata
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -143,6 +143,17 @@ def test_input_tensor_matches_trainer_preprocessing(color_models, tmp_path):
     hosted = load_model(thirdparty("mobilenet_v2_1.0_224_quant.tflite"))
     pixels = load_rgb(photo, hosted.input_size)
     np.testing.assert_array_equal(hosted.preprocess(pixels)[0], pixels)
+
+
+def test_bgr_frames_resize_to_the_trainers_pixels():
+    # Any frame size and memory layout (picamera2 pads rows) gives exactly the pixels of the
+    # trainer's resize of the same image in RGB order.
+    rng = np.random.default_rng(2)
+    for (height, width), size in (((480, 640), (224, 224)), ((37, 53), TINY_SIZE), ((8, 8), (16, 12))):
+        padded = rng.integers(0, 256, (height, width + 5, 3), dtype=np.uint8)
+        frame = padded[:, :width]
+        rgb = np.ascontiguousarray(frame[..., ::-1])
+        np.testing.assert_array_equal(resize_bgr(frame, size), resize_rgb(rgb, size))
 
 
 def test_quantization_table():

@@ -123,6 +123,9 @@ def test_evaluate_matrix_matches_keras_predictions_counted_by_hand(trained_dir, 
     truth = np.array([labels.index(label) for files in run["split"]["files"].values()
                       for label, paths in files.items() for _ in paths])
     assert f"expected calibration error: {expected_calibration_error(scores, truth):.3f}" in output
+    # Beside it, the out-of-fold figure train measured on every training and validation photo.
+    out_of_fold = run["calibration"]["out_of_fold_ece"]["after"]
+    assert f"out-of-fold expected calibration error at training: {out_of_fold:.3f}" in output
     table = output.split("--threshold  answers kept that are right  images kept\n", 1)[1].splitlines()
     for line, row in zip(table, precision_coverage(scores, truth)):
         assert line.split() == [f"{row.threshold:g}", percent(row.precision), percent(row.coverage)]

@@ -41,15 +41,18 @@ def write_images(folder: Path, names: list[str], colour: tuple[int, int, int]) -
         Image.fromarray(np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)).save(folder / name)
 
 
-def test_validation_percentage_0_trains_and_says_the_temperature_was_skipped(tiny_train_args, tmp_path):
+def test_validation_percentage_0_trains_and_calibrates_on_every_training_photo(tiny_train_args, tmp_path):
+    """The temperature comes from k-fold heads over training and validation (issue 18), so an
+    empty validation split skips nothing."""
     result = runner.invoke(app, [*tiny_train_args, "--output_dir", str(tmp_path), "--validation_percentage", "0"])
     assert result.exit_code == 0, result.output
     run = json.loads((tmp_path / "run.json").read_text())
-    assert run["calibration"] == {"temperature": 1.0, "fitted_on": None}
+    calibration = run["calibration"]
+    assert calibration["fitted_on"] == "out_of_fold" and calibration["temperature"] > 0
+    assert calibration["image_count"] == sum(map(len, run["split"]["files"]["training"].values()))
     assert run["accuracy"]["validation"] is None and run["accuracy"]["test"] is not None
-    assert set(run["skipped_steps"]) == {"temperature"}
-    assert "--validation_percentage 0" in run["skipped_steps"]["temperature"]
-    assert "skipped temperature: the validation split is empty (--validation_percentage 0)" in result.output
+    assert run["skipped_steps"] == {} and "skipped" not in result.output
+    assert "out-of-fold expected calibration error" in result.output
     assert (tmp_path / "model.keras").is_file() and (tmp_path / "labels.txt").is_file()
 
 
@@ -66,8 +69,8 @@ def test_a_small_dataset_with_no_image_hashed_into_validation_trains(tmp_path):
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output
     run = json.loads((output_dir / "run.json").read_text())
-    assert set(run["skipped_steps"]) == {"temperature", "early_stopping"}
-    assert "no file name hashes into its 10%" in run["skipped_steps"]["temperature"]
+    assert set(run["skipped_steps"]) == {"early_stopping"} and run["calibration"]["fitted_on"] == "out_of_fold"
+    assert "no file name hashes into its 10%" in run["skipped_steps"]["early_stopping"]
     assert run["kept_step"] == 20 and run["test_count"] == 4
     assert "skipped early stopping: the validation split is empty" in result.output
 

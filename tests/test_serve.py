@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import shutil
 import socket
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
-from conftest import TEST_TIMEOUT_S
+from conftest import CHROMIUM, CHROMIUM_ARGS, TEST_TIMEOUT_S
 from test_service import solid_jpeg, soak
 
 from edge.classify import ClassifyOptions, run
@@ -24,12 +23,9 @@ from edge.health import Health
 from edge.results import Result
 from edge.serve import EVENTS_KEPT, MAX_CLIENTS, LiveView
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 JSON_FIELDS = {"source", "frame", "time", "label", "top_k", "latency_ms", "frame_age_ms", "trigger", "region"}
 HEALTH_FIELDS = {"uptime_s", "fps", "frame_age_ms", "dropped", "skipped", "mqtt", "cpu_temperature_c", "throttled",
                  "time", "last_frame_s"}
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 @pytest.fixture

@@ -381,5 +381,25 @@ def test_run_json_records_the_kept_step_and_the_temperature(trained_dir):
     assert run["hyperparameters"]["early_stopping"] is False
     assert run["kept_step"] == run["hyperparameters"]["how_many_training_steps"] == run["history"][-1]["step"]
     calibration = run["calibration"]
-    assert calibration["fitted_on"] == "validation" and calibration["temperature"] > 0
-    assert calibration["validation_nll"]["after"] <= calibration["validation_nll"]["before"] + 1e-9
+    assert calibration["fitted_on"] == "out_of_fold" and calibration["temperature"] > 0
+    assert calibration["folds"] == run["hyperparameters"]["folds"] == 5
+    # Every training and validation image has an out-of-fold prediction.
+    files = run["split"]["files"]
+    assert calibration["image_count"] == sum(len(files[name][label]) for name in ("training", "validation")
+                                             for label in files[name])
+    assert calibration["out_of_fold_nll"]["after"] <= calibration["out_of_fold_nll"]["before"] + 1e-9
+    assert run["hyperparameters"]["weight_decay"] == run["hyperparameters"]["label_smoothing"] == 0
+
+
+
+def test_choose_regularisation_records_the_chosen_values(tiny_train_args, tmp_path):
+    result = runner.invoke(app, [*tiny_train_args, "--output_dir", str(tmp_path), "--choose-regularisation"])
+    assert result.exit_code == 0, result.output
+    run = json.loads((tmp_path / "run.json").read_text())
+    hyperparameters, grid = run["hyperparameters"], run["calibration"]["grid"]
+    best = min(grid, key=lambda entry: entry["out_of_fold_nll"])
+    assert [hyperparameters[key] for key in ("weight_decay", "label_smoothing", "how_many_training_steps")] == \
+        [best["weight_decay"], best["label_smoothing"], best["how_many_training_steps"]]
+    assert run["history"][-1]["step"] == hyperparameters["how_many_training_steps"]  # the final head took them
+    assert (f"chosen by out-of-fold NLL: --weight_decay {best['weight_decay']:g} --label_smoothing "
+            f"{best['label_smoothing']:g} --how_many_training_steps {best['how_many_training_steps']}") in result.output

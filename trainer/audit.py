@@ -24,11 +24,11 @@ from edge.image import load_rgb
 from trainer import UserError
 from trainer.backbones import DEFAULT_ARCHITECTURE
 from trainer.bottlenecks import DECODE_THREADS, default_bottleneck_dir
+from trainer.calibration import softmax
 from trainer.dataset import MIN_IMAGES_PER_CLASS, SETS, list_images
 from trainer.outputs import write_bytes_atomic
 from trainer.report import GALLERY_IMAGES, gallery, html_page, thumbnail_card
 from trainer.review import AUDIT_JSON
-from trainer.train import softmax
 
 log = logging.getLogger(__name__)
 

@@ -106,6 +106,16 @@ def weights_id(weights: str, seed: int) -> str:
     return f"file-{digest[:16]}"
 
 
+def check_imagenet_size(backbone: Backbone, weights: str) -> None:
+    """A UserError when `weights` is "imagenet" and Keras has none at the backbone's input size."""
+    height = backbone.input_size[0]
+    if weights == "imagenet" and height not in backbone.imagenet_sizes:
+        raise UserError(
+            f"Keras has no ImageNet weights for {backbone.name} at {height} px "
+            f"(it has {', '.join(map(str, backbone.imagenet_sizes))}); pick another size or pass --weights none"
+        )
+
+
 def build_backbone(backbone: Backbone, weights: str, seed: int):
     """Build the headless Keras backbone: float32 (batch, h, w, 3) in [-1, 1] -> (batch, bottleneck_size).
 
@@ -114,11 +124,7 @@ def build_backbone(backbone: Backbone, weights: str, seed: int):
     import keras
 
     height, width = backbone.input_size
-    if weights == "imagenet" and height not in backbone.imagenet_sizes:
-        raise UserError(
-            f"Keras has no ImageNet weights for {backbone.name} at {height} px "
-            f"(it has {', '.join(map(str, backbone.imagenet_sizes))}); pick another size or pass --weights none"
-        )
+    check_imagenet_size(backbone, weights)
     if weights == "none":
         log.warning("--weights none: the backbone is random; accuracy will be poor (meant for tests and offline demos)")
     constructor = getattr(keras.applications, backbone.application)

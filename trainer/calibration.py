@@ -25,6 +25,12 @@ CALIBRATION_BINS = 10
 THRESHOLDS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """(n, classes) -> (n, classes), rows summing to 1"""
+    exponentials = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exponentials / exponentials.sum(axis=1, keepdims=True)
+
+
 def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
     """Mean cross entropy of softmax(logits / temperature) against labels: (n, classes), (n,) -> nats."""
     scaled = np.asarray(logits, np.float64) / temperature

@@ -32,7 +32,7 @@ import numpy as np
 
 from edge.image import ImageError, load_rgb
 from edge.model import load_model, parse_labels
-from trainer import UserError
+from trainer import UserError, pi_cost
 from trainer.backbones import INPUT_MEAN, INPUT_STD
 from trainer.metadata import add_metadata
 from trainer.outputs import LABELS_FILE, MODEL_FILE, RUN_FILE, atomic_output, load_run, write_labels, write_run
@@ -42,9 +42,11 @@ log = logging.getLogger(__name__)
 MODES = ("float32", "dynamic", "float16", "int8")
 TFLITE_FILE = "model.tflite"
 DEFAULT_CALIBRATION_IMAGES = 200
-# int8: layers of largest quantisation error left in float by default (README: "int8 that agrees",
-# measured by scripts/bench_trust.py).
-DEFAULT_FLOAT_LAYERS = 15
+# int8: layers of largest quantisation error left in float by default: the fewest whose k-fold
+# median agreement with Keras reaches 99% (scripts/bench_trust.py), since each one costs a Pi 5
+# dot-product kernel (docs/pi-cost.md: 15 layers cost 1.39x full int8's instructions, 10 cost 1.18x
+# and agree as well).
+DEFAULT_FLOAT_LAYERS = 10
 # An accuracy this far (fraction) below the Keras model's on the test split earns a warning.
 ACCURACY_DROP_WARNING = 0.01
 # Top-1 agreement with the Keras model on the validation split below this earns a warning.
@@ -73,6 +75,7 @@ class ConvertOptions:
     calibration_images: int = DEFAULT_CALIBRATION_IMAGES  # int8 only; from the training split
     float_layers: int = DEFAULT_FLOAT_LAYERS  # int8 only; layers of largest int8 error kept in float
     num_threads: int | None = None  # interpreter threads for the proof's latency (default: all cores)
+    pi_cost: bool = False  # also count aarch64 instructions per invoke on a Pi 4 and 5 (trainer.pi_cost)
     verbose: bool = False  # show the converter's own log
 
 
@@ -99,6 +102,7 @@ class ConversionReport:
     median_latency_ms: float | None = None
     num_threads: int = 1
     disagreements: list[dict] = field(default_factory=list)  # [{"path", "keras", "tflite"}] by label
+    pi_instructions: dict[str, int] | None = None  # CPU (trainer.pi_cost.CPUS) -> aarch64 instructions per invoke
 
     def to_json(self) -> dict:
         return {key: str(value) if isinstance(value, Path) else value for key, value in asdict(self).items()}
@@ -118,6 +122,9 @@ class ConversionReport:
             (f"median latency ({self.num_threads} threads)", "",
              "n/a" if self.median_latency_ms is None else f"{self.median_latency_ms:.1f} ms/image"),
             ("input / output", "float32 / float32", f"{self.input_dtype} / {self.output_dtype}"),
+            *((f"instructions per invoke, {pi_cost.PI_NAMES[cpu]} ({cpu})", "",
+               f"{self.pi_instructions[cpu] / 1e6:.1f} M" if self.pi_instructions else "n/a (--pi_cost)")
+              for cpu in pi_cost.CPUS),
         ]
         widths = [max(len(row[column]) for row in rows) for column in range(3)]
         return "\n".join(f"{a:<{widths[0]}}  {b:>{widths[1]}}  {c:>{widths[2]}}".rstrip() for a, b, c in rows)
@@ -145,6 +152,8 @@ def convert(options: ConvertOptions) -> ConversionReport:
         raise UserError("--calibration_images must be at least 1")
     if options.float_layers < 0:
         raise UserError("--float_layers must be 0 (every layer int8) or more")
+    if options.pi_cost and pi_cost.find_counter() is None:
+        raise UserError(f"--pi_cost needs the Pi instruction counter, which is not built: {pi_cost.HOW_TO_BUILD}")
     source = _source(options)
     tflite_path = Path(options.output_tflite or Path(options.output_dir) / TFLITE_FILE)
     labels_path = tflite_path.parent / LABELS_FILE
@@ -193,6 +202,8 @@ def convert(options: ConvertOptions) -> ConversionReport:
                                        validation_examples, source.labels).get("top1_agreement"),
             **prove(model, runtime, normalise(test_pixels, source), test_pixels, test_examples, source.labels),
         )
+    if options.pi_cost:
+        report.pi_instructions = {cost.cpu: cost.invoke for cost in pi_cost.count([tflite_path])}
     write_labels(labels_path, source.labels)
     if source.has_run:
         run = load_run(options.output_dir)  # again: train may have rewritten it during the conversion

@@ -63,6 +63,9 @@ class EvaluationResult:
     scores: np.ndarray  # (n, classes) float32, as the model outputs them
     report_path: Path
     confusion_matrix_path: Path
+    # The expected calibration error `train` measured on every training and validation photo's
+    # out-of-fold prediction, after the temperature (None without run.json or k-fold calibration).
+    out_of_fold_ece: float | None = None
 
     @property
     def predicted_labels(self) -> np.ndarray:
@@ -139,8 +142,10 @@ def evaluate(options: EvaluateOptions) -> EvaluationResult:
     true_labels = np.array([labels.index(label) for _, label in examples], np.int64)
     scores = score_images([image_dir / path for path in paths])
     report_dir = Path(options.report_dir or output_dir)
+    calibration = (run or {}).get("calibration") or {}
     result = EvaluationResult(model_path, image_dir, split, labels, paths, true_labels, scores,
-                              report_dir / REPORT_FILE, report_dir / CONFUSION_MATRIX_FILE)
+                              report_dir / REPORT_FILE, report_dir / CONFUSION_MATRIX_FILE,
+                              (calibration.get("out_of_fold_ece") or {}).get("after"))
     write_evaluation_report(result, run)
     return result
 
@@ -231,8 +236,11 @@ def format_evaluation(result: EvaluationResult) -> str:
     for index, label in enumerate(result.labels):
         lines.append(f"{label:<{label_width}}" + "".join(f"  {count:>{width}}"
                                                            for count, width in zip(confusion[index], widths)))
-    lines += ["", f"expected calibration error: {result.calibration_error:.3f} (0: a score of 0.9 is right 90% of the time)",
-              "precision and coverage by --threshold (edge-classify reports 'unknown' below it):",
+    lines += ["", f"expected calibration error: {result.calibration_error:.3f} (0: a score of 0.9 is right 90% of the time)"]
+    if result.out_of_fold_ece is not None:
+        lines.append(f"out-of-fold expected calibration error at training: {result.out_of_fold_ece:.3f} "
+                     f"(every training and validation photo, judged by a head that never saw it)")
+    lines += ["precision and coverage by --threshold (edge-classify reports 'unknown' below it):",
               format_precision_coverage(precision_coverage(result.scores, result.true_labels))]
     return "\n".join(lines)
 
@@ -261,7 +269,10 @@ def write_evaluation_report(result: EvaluationResult, run: dict | None) -> None:
     sections.append(
         "<h2>Choosing --threshold</h2><p>With <code>edge-classify --threshold T</code>, an image whose top score is "
         "below T is reported as unknown. Precision is the share of the answers kept that are right; coverage the share "
-        f"of images kept. Expected calibration error: {result.calibration_error:.3f}.</p>"
+        f"of images kept. Expected calibration error: {result.calibration_error:.3f}"
+        + ("" if result.out_of_fold_ece is None else
+           f"; out of fold at training (every training and validation photo): {result.out_of_fold_ece:.3f}")
+        + ".</p>"
         + png_tag(precision_coverage_png(precision_coverage(result.scores, result.true_labels, np.linspace(0, 1, THRESHOLD_PLOT_POINTS))),
                   "precision and coverage by threshold")
         + "<table><tr><th>--threshold</th><th>precision</th><th>coverage</th><th>images kept</th></tr>"

@@ -1,0 +1,96 @@
+"""Pi cost: finding the counter, judging and showing counts, convert --pi_cost; the real counter when built."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import shared_path
+from trainer.cli import app
+from trainer.pi_cost import MAX_FRAME_SPREAD, MAX_SPREAD, ModelCost, count, find_counter, problems, spread, table
+
+
+def test_no_counter_until_every_part_is_there(tmp_path):
+    assert find_counter(tmp_path) is None
+    qemu, plugin = tmp_path / "qemu-aarch64", tmp_path / "pi_cost_plugin.so"
+    roots = {cpu: tmp_path / "roots" / cpu for cpu in ("cortex-a72", "cortex-a76")}
+    (tmp_path / "counter.json").write_text(json.dumps({
+        "qemu": str(qemu), "library_path": str(tmp_path), "plugin": str(plugin), "site_path": "/opt/deps",
+        "roots": {cpu: str(root) for cpu, root in roots.items()}}))
+    assert find_counter(tmp_path) is None
+    qemu.touch(), plugin.touch()
+    for root in roots.values():
+        (root / "opt" / "deps").mkdir(parents=True)
+    counter = find_counter(tmp_path)
+    assert counter is not None and counter.roots == roots
+    (tmp_path / "counter.json").write_text("{not json")
+    assert find_counter(tmp_path) is None
+
+
+def test_counting_without_the_counter_says_how_to_build_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("ARM64_CHECK_CACHE", str(tmp_path))
+    result = CliRunner().invoke(app, ["convert", "--output_dir", str(tmp_path), "--pi-cost"])
+    assert result.exit_code == 2
+    assert "make pi-cost" in result.output and "Traceback" not in result.output
+
+
+def cost(path: str, cpu: str, invoke: int, frame: int, spread: float = 0.0) -> ModelCost:
+    return ModelCost(Path(path), cpu, [invoke, invoke, round(invoke * (1 + spread))], [frame] * 3)
+
+
+def test_problems_name_missing_zero_unrepeatable_and_implausible_counts():
+    good = [cost("/d/interop/float32.tflite", "cortex-a76", 44_000_000, 60_000_000),
+            cost("/d/pi_cost/int8_full.tflite", "cortex-a76", 23_000_000, 41_000_000)]
+    assert problems(good, [c.model for c in good], ("cortex-a76",)) == []
+    assert problems(good, [c.model for c in good], ("cortex-a72", "cortex-a76"))[0].startswith("no count for")
+    zero = [cost("/d/interop/float32.tflite", "cortex-a76", 0, 1_000_000)]
+    assert "invoke 0" in problems(zero, [zero[0].model], ("cortex-a76",))[0]
+    shaky = [cost("/d/interop/float32.tflite", "cortex-a76", 44_000_000, 60_000_000, spread=MAX_SPREAD * 2)]
+    assert "invoke counts differ by" in problems(shaky, [shaky[0].model], ("cortex-a76",))[0]
+    dearer = [good[0], cost("/d/interop/int8.tflite", "cortex-a76", 45_000_000, 60_000_000)]
+    assert "not below" in problems(dearer, [c.model for c in dearer], ("cortex-a76",))[0]
+
+
+def test_table_shows_millions_and_the_frame_ratio():
+    lines = table([cost("/d/interop/int8.tflite", "cortex-a72", 45_700_000, 60_000_000),
+                   cost("/d/interop/int8.tflite", "cortex-a76", 22_600_000, 40_680_000)]).splitlines()
+    assert lines[0].startswith("| model | cortex-a72 (Pi 4) invoke | cortex-a76 (Pi 5) invoke")
+    assert lines[2] == "| interop/int8 | 45.7 M | 22.6 M | 40.7 M | 1.80x |"
+
+
+@pytest.mark.slow
+def test_real_counts_repeat_and_include_the_frame():
+    if find_counter() is None:
+        pytest.skip("the Pi instruction counter is not built (make arm64-check, then make pi-cost)")
+    model = shared_path("thirdparty", "mobilenet_v1_0.25_128_quant.tflite")
+    first, again = (count([model], ("cortex-a76",), repeats=2)[0] for _ in range(2))
+    assert 1_000_000 < first.invoke < first.frame
+    assert spread(first.invoke_runs) <= MAX_SPREAD and spread(first.frame_runs) <= MAX_FRAME_SPREAD
+    assert abs(again.invoke - first.invoke) <= MAX_SPREAD * first.invoke
+    assert abs(again.frame - first.frame) <= MAX_SPREAD * first.frame
+
+
+def test_convert_proof_table_shows_the_counts_or_how_to_get_them():
+    from trainer.convert import ConversionReport
+
+    report = ConversionReport(mode="int8", tflite_path=Path("m.tflite"), labels_path=Path("labels.txt"),
+                              size_bytes=1, input_dtype="uint8", output_dtype="uint8", calibration_count=1,
+                              conversion_seconds=1.0, test_count=0)
+    assert "instructions per invoke, Pi 5 (cortex-a76)" in report.table()
+    assert report.table().count("n/a (--pi_cost)") == 2
+    report.pi_instructions = {"cortex-a72": 45_700_000, "cortex-a76": 22_600_000}
+    rows = [line.split() for line in report.table().splitlines() if line.startswith("instructions per invoke")]
+    assert [row[-2:] for row in rows] == [["45.7", "M"], ["22.6", "M"]]
+
+
+def test_make_pi_cost_says_what_is_missing(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "scripts" / "pi_cost.py"
+    for arguments, expected in ((["--demo", str(tmp_path), "--no-thirdparty"], "run `make demo` first"),
+                                (["--no_demo", "--no_thirdparty"], "nothing to count")):
+        result = subprocess.run([sys.executable, str(script), *arguments], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2 and result.stderr.startswith("error: ") and expected in result.stderr

@@ -1,0 +1,361 @@
+"""Compare backbones on the user's own photos for their device: which one to train with.
+
+With a few hundred photos per class the frozen features set the ceiling, so the backbone is the
+choice that matters, and a test split of a few dozen photos picks the wrong one. Each backbone
+here is judged by k-fold heads on its cached bottlenecks (every photo scored by a head that never
+saw it), calibrated as `train` calibrates, then converted once (float32 and full-integer int8)
+to measure what it costs. The recommendation is the cheapest backbone whose accuracy is within
+one standard error of the best.
+
+The sizes, cost and bottleneck time of a backbone, weights and class count are kept beside the
+bottleneck cache, so a rerun on a warm cache builds no backbone and converts nothing: it only
+trains the k heads per backbone (about a minute for three backbones and 600 photos).
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import json
+import logging
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge.image import load_rgb
+from trainer import UserError
+from trainer.backbones import (
+    INPUT_MEAN, INPUT_STD, Backbone, build_backbone, check_imagenet_size, get_backbone, weights_id,
+)
+from trainer.bottlenecks import BottleneckCache, default_bottleneck_dir, file_keys, image_bottlenecks, make_forward
+from trainer.convert import DEFAULT_CALIBRATION_IMAGES, calibration_paths, convert_model
+from trainer.crossval import DEFAULT_FOLDS, mean_and_standard_error
+from trainer.dataset import list_images
+from trainer.outputs import write_bytes_atomic
+from trainer.report import html_page, percent
+from trainer.train import TrainOptions, build_classifier, cross_validate, train_head
+
+log = logging.getLogger(__name__)
+
+COMPARE_JSON = "compare.json"
+COMPARE_HTML = "compare.html"
+# Measured costs live here, inside --bottleneck_dir, one JSON file per backbone, weights and class count.
+COST_CACHE_FOLDER = "compare-costs"
+COST_FORMAT = 1
+# Images the backbone's forward pass is timed on, TIMING_REPEATS times after one untimed batch
+# that traces the graph. Times are the fastest repeat: other work on the machine only ever adds
+# to a time, so the minimum is the least disturbed estimate (a median still moved 10x under load).
+TIMING_IMAGES = 16
+TIMING_REPEATS = 3
+# Invocations of the int8 model whose fastest is its latency; one interpreter thread, as a Pi
+# running other work would give it.
+LATENCY_RUNS = 30
+LATENCY_THREADS = 1
+# What the cost column is until the aarch64 instruction counter (issue 21) is installed.
+COST_NAME = "x86 int8 latency, ms (Pi instruction counts need the Pi-cost counter)"
+# The plot of accuracy against cost, px.
+PLOT_WIDTH, PLOT_HEIGHT, PLOT_MARGIN = 640, 400, 60
+
+
+@dataclass
+class CompareOptions:
+    """What `retrain-edge compare` does; each field is one flag."""
+
+    image_dir: Path
+    architectures: list[str]
+    weights: list[str] = field(default_factory=lambda: ["imagenet"])  # one for every architecture, or one each
+    bottleneck_dir: Path = field(default_factory=default_bottleneck_dir)
+    report_dir: Path = Path("retrain_output")  # compare.html and compare.json
+    folds: int = DEFAULT_FOLDS
+    how_many_training_steps: int = 4000
+    seed: int = 0
+
+
+@dataclass
+class BackboneFigures:
+    """One backbone's row of the comparison."""
+
+    architecture: str
+    weights: str
+    fold_accuracies: list[float]
+    accuracy: float  # mean over folds
+    accuracy_standard_error: float
+    out_of_fold_ece: float  # after the temperature, as `train` calibrates
+    temperature: float
+    bottleneck_ms: float  # Keras forward pass per image on this machine
+    float32_bytes: int
+    int8_bytes: int  # full-integer int8 (uint8 in and out)
+    cost: float  # in COST_NAME's unit: lower is cheaper
+    on_front: bool = False  # no other backbone is both cheaper and at least as accurate
+    recommended: bool = False
+
+
+@dataclass
+class CompareResult:
+    image_dir: Path
+    figures: list[BackboneFigures]
+    image_count: int
+    folds: int
+    cost_name: str
+    json_path: Path
+    html_path: Path
+
+    @property
+    def recommended(self) -> BackboneFigures:
+        return next(figures for figures in self.figures if figures.recommended)
+
+
+class LazyBackbone:
+    """The Keras backbone, built only when something needs it: a warm rerun never does."""
+
+    def __init__(self, backbone: Backbone, weights: str, seed: int):
+        self.backbone, self.weights, self.seed = backbone, weights, seed
+
+    @functools.cached_property
+    def model(self):
+        return build_backbone(self.backbone, self.weights, self.seed)
+
+    @functools.cached_property
+    def forward(self):
+        return make_forward(self.model)
+
+
+def checked_inputs(options: CompareOptions) -> list[tuple[Backbone, str, str]]:
+    """(backbone, weights, weights id) per architecture; every bad name or file is a UserError
+    here, before any work starts."""
+    if not options.architectures:
+        raise UserError("--architectures: name at least one backbone, e.g. mobilenet_v2_0.5_224,mobilenet_v2_0.35_224")
+    if len(options.weights) not in (1, len(options.architectures)):
+        raise UserError(f"--weights: give one value for every backbone or one per backbone "
+                        f"({len(options.architectures)}), not {len(options.weights)}")
+    if options.folds < 2 or options.how_many_training_steps < 1:
+        raise UserError("--folds must be at least 2 and --how_many_training_steps at least 1")
+    weights = options.weights * len(options.architectures) if len(options.weights) == 1 else options.weights
+    backbones = [get_backbone(name) for name in options.architectures]
+    names = [backbone.name for backbone in backbones]
+    if len(set(names)) < len(names):
+        raise UserError(f"--architectures names a backbone twice: {', '.join(names)}")
+    for backbone, weight in zip(backbones, weights):
+        check_imagenet_size(backbone, weight)
+    return [(backbone, weight, weights_id(weight, options.seed)) for backbone, weight in zip(backbones, weights)]
+
+
+def compare(options: CompareOptions) -> CompareResult:
+    """k-fold accuracy, calibration, size and cost of each backbone; compare.json and compare.html."""
+    inputs = checked_inputs(options)
+    images = list_images(options.image_dir, 0, 0)
+    examples = images.examples("training")
+    paths = [images.image_dir / path for path, _ in examples]
+    labels = np.array([label for _, label in examples], np.int64)
+    keys = file_keys(paths)
+    train_options = TrainOptions(image_dir=images.image_dir, how_many_training_steps=options.how_many_training_steps,
+                                 folds=options.folds, seed=options.seed)
+    figures = []
+    for backbone, weights, weights_key in inputs:
+        lazy = LazyBackbone(backbone, weights, options.seed)
+        cache = BottleneckCache.for_backbone(options.bottleneck_dir, backbone, weights_key)
+        bottlenecks = image_bottlenecks(paths, keys, backbone.input_size, lambda pixels: lazy.forward(pixels), cache)
+        _, calibration = cross_validate(train_options, bottlenecks, labels, [path.name for path in paths],
+                                        len(images.labels))
+        if not calibration["fitted_on"]:
+            raise UserError(f"{images.image_dir} has too few images for {options.folds}-fold cross-validation")
+        cost_path = Path(options.bottleneck_dir) / COST_CACHE_FOLDER / f"{backbone.name}-{weights_key}-{len(images.labels)}classes-v{COST_FORMAT}.json"
+        costs = read_costs(cost_path)
+        if costs is None:
+            costs = measure_costs(lazy, train_options, bottlenecks, labels, len(images.labels), calibration["temperature"],
+                                  [paths[index] for index in calibration_indices(examples, images.labels)])
+            write_bytes_atomic(cost_path, json.dumps(costs).encode())
+        accuracy, standard_error = mean_and_standard_error(calibration["fold_accuracies"])
+        figures.append(BackboneFigures(
+            backbone.name, weights, calibration["fold_accuracies"], accuracy, standard_error,
+            calibration["out_of_fold_ece"]["after"], calibration["temperature"], **costs))
+    mark_front_and_recommendation(figures)
+    report_dir = Path(options.report_dir)
+    result = CompareResult(images.image_dir, figures, len(labels), options.folds, COST_NAME, report_dir / COMPARE_JSON,
+                           report_dir / COMPARE_HTML)
+    write_bytes_atomic(result.json_path, (json.dumps(
+        {"image_dir": str(images.image_dir), "image_count": len(labels), "folds": options.folds,
+         "how_many_training_steps": options.how_many_training_steps, "cost_name": COST_NAME,
+         "recommended": result.recommended.architecture, "backbones": [asdict(row) for row in figures]},
+        indent=1) + "\n").encode())
+    write_bytes_atomic(result.html_path, compare_page(result).encode())
+    return result
+
+
+def calibration_indices(examples: list[tuple[str, int]], labels: list[str]) -> list[int]:
+    """Indices into examples of the images int8 is calibrated on, chosen as `convert` chooses them."""
+    by_label = {label: [path for path, index in examples if index == label_index]
+                for label_index, label in enumerate(labels)}
+    index_of = {path: index for index, (path, _) in enumerate(examples)}
+    return [index_of[path] for path in calibration_paths(by_label, DEFAULT_CALIBRATION_IMAGES)]
+
+
+def read_costs(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def measure_costs(lazy: LazyBackbone, options: TrainOptions, bottlenecks: np.ndarray, labels: np.ndarray,
+                  class_count: int, temperature: float, calibration_images: list[Path]) -> dict:
+    """Bottleneck time, the float32 and int8 file sizes and the device cost of one backbone.
+
+    The head is trained on every photo; it changes neither size nor cost, but int8 is calibrated
+    through it, as `convert` does.
+    """
+    size = lazy.backbone.input_size
+    pixels = np.stack([load_rgb(path, size) for path in calibration_images])
+    timed = pixels[:TIMING_IMAGES]
+    lazy.forward(timed)
+    bottleneck_ms = fastest_ms(lambda: lazy.forward(timed), TIMING_REPEATS) / len(timed)
+
+    empty = np.zeros((0, bottlenecks.shape[1]), np.float32)
+    head, _ = train_head(options, bottlenecks, labels, empty, np.zeros(0, np.int64), class_count, None)
+    model = build_classifier(lazy.model, head.with_temperature(temperature))
+    float32 = convert_model(model, "float32")
+    int8 = convert_model(model, "int8", (pixels.astype(np.float32) - INPUT_MEAN) / INPUT_STD)
+    return {"bottleneck_ms": bottleneck_ms, "float32_bytes": len(float32), "int8_bytes": len(int8),
+            "cost": device_cost(int8, class_count, timed[0])}
+
+
+def device_cost(tflite_bytes: bytes, class_count: int, image: np.ndarray) -> float:
+    """What the model costs on the device, in COST_NAME's unit (lower is cheaper).
+
+    Fastest x86 latency of one invocation through the edge runtime, one thread: a stand-in until
+    the aarch64 instruction counter of the Pi-cost issue is installed, which is why it is one
+    function and COST_NAME says what it measures.
+    """
+    from edge.model import load_model
+
+    with tempfile.TemporaryDirectory(prefix="retrain-edge-compare-") as folder:
+        model_path = Path(folder) / "model.tflite"
+        model_path.write_bytes(tflite_bytes)
+        labels_path = Path(folder) / "labels.txt"
+        labels_path.write_text("".join(f"{index}\n" for index in range(class_count)))
+        model = load_model(model_path, labels_path=labels_path, num_threads=LATENCY_THREADS)
+        model.scores(image)
+        return fastest_ms(lambda: model.scores(image), LATENCY_RUNS)
+
+
+def fastest_ms(work, repeats: int) -> float:
+    """The fastest of `repeats` calls of work(), in ms."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - started)
+    return min(times) * 1000
+
+
+def mark_front_and_recommendation(figures: list[BackboneFigures]) -> None:
+    """Set on_front (no other row is cheaper and at least as accurate, or as cheap and more
+    accurate) and recommended: the cheapest row within one standard error of the most accurate."""
+    for row in figures:
+        row.on_front = not any(
+            (other.cost < row.cost and other.accuracy >= row.accuracy)
+            or (other.cost <= row.cost and other.accuracy > row.accuracy) for other in figures)
+    best = max(figures, key=lambda row: row.accuracy)
+    candidates = [row for row in figures if row.accuracy >= best.accuracy - best.accuracy_standard_error]
+    min(candidates, key=lambda row: (row.cost, -row.accuracy)).recommended = True
+
+
+def format_compare(result: CompareResult) -> str:
+    """The table `compare` prints, then the recommendation."""
+    name_width = max(len("backbone"), *(len(row.architecture) for row in result.figures))
+    lines = [f"{result.folds}-fold cross-validation on {result.image_count} photos; cost: {result.cost_name}",
+             f"{'backbone':<{name_width}}  accuracy (± s.e.)  out-of-fold ECE  bottleneck ms  float32 MB  int8 MB"
+             f"      cost  front"]
+    for row in result.figures:
+        lines.append(f"{row.architecture:<{name_width}}  {row.accuracy:>8.1%} ± {row.accuracy_standard_error:>5.1%}  "
+                     f"{row.out_of_fold_ece:>15.1%}  {row.bottleneck_ms:>13.1f}  {row.float32_bytes / 1e6:>10.2f}  "
+                     f"{row.int8_bytes / 1e6:>7.2f}  {row.cost:>8.2f}  {'yes' if row.on_front else '':>5}")
+    lines.append(f"recommended: {result.recommended.architecture} (the cheapest within one standard error of the most "
+                 f"accurate); train it with: {train_command(result)}")
+    return "\n".join(lines)
+
+
+def train_command(result: CompareResult) -> str:
+    """The `retrain-edge train` command line for the recommended backbone."""
+    best = result.recommended
+    return (f"retrain-edge train --image_dir {result.image_dir} --architecture {best.architecture}"
+            + ("" if best.weights == "imagenet" else f" --weights {best.weights}"))
+
+
+def accuracy_cost_svg(figures: list[BackboneFigures], cost_name: str) -> str:
+    """An inline SVG: accuracy (± one standard error) against cost, the front joined and filled."""
+    costs = [row.cost for row in figures]
+    lows = [row.accuracy - row.accuracy_standard_error for row in figures]
+    highs = [row.accuracy + row.accuracy_standard_error for row in figures]
+    cost_low, cost_high = min(costs), max(costs)
+    accuracy_low, accuracy_high = min(lows), max(highs)
+    cost_pad = (cost_high - cost_low) * 0.1 or cost_high * 0.1 or 1.0
+    accuracy_pad = (accuracy_high - accuracy_low) * 0.1 or 0.01
+    cost_low, cost_high = cost_low - cost_pad, cost_high + cost_pad
+    accuracy_low, accuracy_high = accuracy_low - accuracy_pad, accuracy_high + accuracy_pad
+
+    def x(cost):
+        return PLOT_MARGIN + (cost - cost_low) / (cost_high - cost_low) * (PLOT_WIDTH - 2 * PLOT_MARGIN)
+
+    def y(accuracy):
+        return PLOT_HEIGHT - PLOT_MARGIN - (accuracy - accuracy_low) / (accuracy_high - accuracy_low) * (PLOT_HEIGHT - 2 * PLOT_MARGIN)
+
+    front = sorted((row for row in figures if row.on_front), key=lambda row: row.cost)
+    parts = [f'<svg id="accuracy-cost" xmlns="http://www.w3.org/2000/svg" width="{PLOT_WIDTH}" height="{PLOT_HEIGHT}" '
+             f'role="img" aria-label="accuracy against cost">',
+             f'<line x1="{PLOT_MARGIN}" y1="{PLOT_HEIGHT - PLOT_MARGIN}" x2="{PLOT_WIDTH - PLOT_MARGIN}" '
+             f'y2="{PLOT_HEIGHT - PLOT_MARGIN}" stroke="black"/>',
+             f'<line x1="{PLOT_MARGIN}" y1="{PLOT_MARGIN}" x2="{PLOT_MARGIN}" y2="{PLOT_HEIGHT - PLOT_MARGIN}" stroke="black"/>',
+             f'<text x="{PLOT_WIDTH / 2}" y="{PLOT_HEIGHT - 15}" text-anchor="middle" font-size="12">'
+             f'{html.escape(cost_name)} (lower is cheaper)</text>',
+             f'<text x="15" y="{PLOT_HEIGHT / 2}" text-anchor="middle" font-size="12" '
+             f'transform="rotate(-90 15 {PLOT_HEIGHT / 2})">k-fold accuracy (± one standard error)</text>']
+    for accuracy in (accuracy_low + accuracy_pad, accuracy_high - accuracy_pad):
+        parts.append(f'<text x="{PLOT_MARGIN - 5}" y="{y(accuracy) + 4:.1f}" text-anchor="end" font-size="11">'
+                     f'{accuracy:.1%}</text>')
+    for cost in (min(costs), max(costs)):
+        parts.append(f'<text x="{x(cost):.1f}" y="{PLOT_HEIGHT - PLOT_MARGIN + 15}" text-anchor="middle" '
+                     f'font-size="11">{cost:.3g}</text>')
+    if len(front) > 1:
+        points = " ".join(f"{x(row.cost):.1f},{y(row.accuracy):.1f}" for row in front)
+        parts.append(f'<polyline class="front" points="{points}" fill="none" stroke="#1a7f37" stroke-dasharray="4 3"/>')
+    for row in figures:
+        cx, cy = x(row.cost), y(row.accuracy)
+        parts.append(f'<line x1="{cx:.1f}" y1="{y(row.accuracy - row.accuracy_standard_error):.1f}" x2="{cx:.1f}" '
+                     f'y2="{y(row.accuracy + row.accuracy_standard_error):.1f}" stroke="#555"/>')
+        parts.append(f'<circle class="backbone{" on-front" if row.on_front else ""}" data-architecture='
+                     f'"{html.escape(row.architecture)}" cx="{cx:.1f}" cy="{cy:.1f}" r="{7 if row.recommended else 5}" '
+                     f'fill="{"#1a7f37" if row.on_front else "white"}" stroke="#1a7f37" stroke-width="2"/>')
+        # Labels of points right of the middle run leftwards, so none leaves the plot.
+        left = cx > PLOT_WIDTH / 2
+        parts.append(f'<text x="{cx - 9 if left else cx + 9:.1f}" y="{cy - 8:.1f}" font-size="11" '
+                     f'text-anchor="{"end" if left else "start"}">{html.escape(row.architecture)}'
+                     f'{" (recommended)" if row.recommended else ""}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def compare_page(result: CompareResult) -> str:
+    rows = "".join(
+        f'<tr data-architecture="{html.escape(row.architecture)}"><td>{html.escape(row.architecture)}'
+        f'{" <strong>(recommended)</strong>" if row.recommended else ""}</td>'
+        f"<td>{percent(row.accuracy)} ± {percent(row.accuracy_standard_error)}</td><td>{percent(row.out_of_fold_ece)}</td>"
+        f"<td>{row.bottleneck_ms:.1f}</td><td>{row.float32_bytes / 1e6:.2f}</td><td>{row.int8_bytes / 1e6:.2f}</td>"
+        f"<td>{row.cost:.3g}</td><td>{'yes' if row.on_front else ''}</td></tr>" for row in result.figures)
+    best = result.recommended
+    sections = [
+        f"<p>Each backbone's head was trained {result.folds} times on the cached bottlenecks of "
+        f"{result.image_count} photos, each time scoring the fold it did not see. "
+        f"<strong>Recommended: {html.escape(best.architecture)}</strong>, the cheapest backbone within one standard "
+        f"error of the most accurate. Filled points are on the front: no other backbone is both cheaper and at "
+        f"least as accurate.</p>",
+        accuracy_cost_svg(result.figures, result.cost_name),
+        "<table id=\"backbones\"><tr><th>backbone</th><th>k-fold accuracy ± s.e.</th><th>out-of-fold ECE</th>"
+        "<th>bottleneck ms / image</th><th>float32 MB</th><th>int8 MB</th>"
+        f"<th>{html.escape(result.cost_name)}</th><th>front</th></tr>{rows}</table>",
+        f"<p>Train it: <code>{html.escape(train_command(result))}</code></p>",
+    ]
+    return html_page("retrain-edge compare", sections)

@@ -1,0 +1,84 @@
+"""k-fold cross-validation on cached bottlenecks: every photo judged by a head that never saw it.
+
+With a few hundred photos, a validation split of a few dozen cannot fit a temperature or rank
+settings (on flowers the best validation loss came with the worst unseen accuracy). k heads, each
+trained on the other folds, give every photo an out-of-fold prediction instead; a head costs
+seconds on cached bottlenecks, so k of them are cheap.
+
+Folds are cut by the classic split hash of the file name (`trainer.dataset.hash_percentage`):
+a burst (`_nohash_` names) stays in one fold, so near-identical frames never sit on both sides,
+and a photo's fold never depends on which others are there.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from trainer.calibration import expected_calibration_error, fit_temperature, negative_log_likelihood, softmax
+from trainer.dataset import hash_percentage
+
+DEFAULT_FOLDS = 5
+
+
+def hash_folds(file_names: Sequence[str], folds: int) -> np.ndarray:
+    """(n,) fold index in [0, folds) per base file name, by the classic split hash."""
+    percentages = np.array([hash_percentage(name) for name in file_names], np.float64)
+    return np.minimum((percentages * folds / 100).astype(np.int64), folds - 1)
+
+
+def out_of_fold_logits(fit: Callable[[np.ndarray, np.ndarray], Sequence], bottlenecks: np.ndarray, labels: np.ndarray,
+                       fold_of: np.ndarray, class_count: int) -> np.ndarray | None:
+    """(settings, n, classes): each image's logits from the heads `fit` trained without its fold.
+
+    fit(bottlenecks (m, d), labels (m,)) returns one head per setting (anything with
+    `.logits((k, d)) -> (k, classes)`), the same settings in the same order for every fold.
+    None when fewer than two folds hold images: no head could be judged on photos it never saw.
+    """
+    folds = np.unique(fold_of)
+    if len(folds) < 2:
+        return None
+    logits = None
+    for fold in folds:
+        held_out = fold_of == fold
+        heads = fit(bottlenecks[~held_out], labels[~held_out])
+        if logits is None:
+            logits = np.zeros((len(heads), len(labels), class_count), np.float32)
+        for index, head in enumerate(heads):
+            logits[index, held_out] = head.logits(bottlenecks[held_out])
+    return logits
+
+
+def fold_accuracies(logits: np.ndarray, labels: np.ndarray, fold_of: np.ndarray) -> list[float]:
+    """Top-1 accuracy of out-of-fold logits (n, classes) within each fold, in fold order."""
+    correct = logits.argmax(axis=1) == labels
+    return [float(correct[fold_of == fold].mean()) for fold in np.unique(fold_of)]
+
+
+def mean_and_standard_error(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and its standard error (sample standard deviation / sqrt(count); 0 for one value)."""
+    mean = float(np.mean(values))
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, float(np.std(values, ddof=1) / math.sqrt(len(values)))
+
+
+def out_of_fold_calibration(logits: np.ndarray, labels: np.ndarray, fold_of: np.ndarray) -> dict:
+    """The temperature of lowest out-of-fold NLL and what it does, as run.json records it.
+
+    logits: (n, classes) out-of-fold. NLL and ECE are those of the out-of-fold predictions
+    before and after dividing by the temperature; the top-1 answers do not change.
+    """
+    temperature = fit_temperature(logits, labels)
+    return {
+        "temperature": temperature, "fitted_on": "out_of_fold", "folds": len(np.unique(fold_of)),
+        "image_count": len(labels),
+        "out_of_fold_accuracy": float(np.mean(logits.argmax(axis=1) == labels)),
+        "fold_accuracies": fold_accuracies(logits, labels, fold_of),
+        "out_of_fold_nll": {"before": negative_log_likelihood(logits, labels),
+                            "after": negative_log_likelihood(logits, labels, temperature)},
+        "out_of_fold_ece": {"before": expected_calibration_error(softmax(logits), labels),
+                            "after": expected_calibration_error(softmax(logits / temperature), labels)},
+    }
