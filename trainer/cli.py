@@ -12,12 +12,13 @@ from pathlib import Path
 
 import typer
 
-from edge.logs import setup_logging, start_up_lines_hidden
+from edge.logs import OneLineUsageErrorsGroup, setup_logging, start_up_lines_hidden
 from trainer import UserError
 from trainer.backbones import DEFAULT_ARCHITECTURE
 from trainer.bottlenecks import default_bottleneck_dir
 
 app = typer.Typer(
+    cls=OneLineUsageErrorsGroup,
     help="Retrain an image classifier's final layer on your photos, then convert it for a Raspberry Pi.",
     no_args_is_help=True,
     add_completion=False,
