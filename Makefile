@@ -2,7 +2,7 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo docs docs-serve bench arm64-check arm64-train-check install-check interop-check pi-cost clean
+.PHONY: test fuzz demo docs docs-serve bench arm64-check arm64-train-check install-check interop-check pi-cost clean
 
 $(STAMP): pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -12,6 +12,11 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PYTHON) -m pytest -q
+
+# The property tests at length: 25 times the examples of `make test`, at random; a failure is kept in
+# .hypothesis/ and replayed first next time (see docs/robustness.md).
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz nice -n 10 $(PYTHON) -m pytest -q tests/test_properties.py --hypothesis-show-statistics
 
 demo: $(STAMP)
 	$(PYTHON) scripts/demo.py

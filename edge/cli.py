@@ -14,7 +14,7 @@ from .classify import EMIT_CHOICES, ClassifyOptions, StageTimes, run
 from .collect import DEFAULT_COLLECT_EVERY_S, DEFAULT_SAVE_EVERY_S, DEFAULT_SAVE_MAX, CollectOptions, collect
 from .consumers import ConsumerOptions, frame_consumers
 from .health import Health
-from .logs import setup_logging
+from .logs import OneLineUsageErrors, setup_logging
 from .motion import DEFAULT_INTERVAL_S, DEFAULT_MOTION_THRESHOLD
 from .mqtt import DEFAULT_DEBOUNCE, DEFAULT_DISCOVERY_PREFIX, DEFAULT_HEARTBEAT_S, PASSWORD_ENV, MqttOptions
 from .results import UNKNOWN_LABEL, Result
@@ -32,7 +32,7 @@ def _format_result(result: Result, camera: str | None) -> str:
     return f"{name}: {UNKNOWN_LABEL} | {scores}" if result.label == UNKNOWN_LABEL else f"{name}: {scores}"
 
 
-@app.command()
+@app.command(cls=OneLineUsageErrors)
 def classify(
     inputs: Optional[list[Path]] = typer.Argument(None, help="Image files and folders (searched recursively).", show_default=False),
     camera: Optional[str] = typer.Option(None, "--camera", help="OpenCV camera index (0), a video file, a stream URL, or 'picamera'."),

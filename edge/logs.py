@@ -1,7 +1,8 @@
 """What reaches stderr: our packages' messages, and native libraries' start-up lines only with --verbose.
 
 Both command-line modules (`edge/cli.py`, `trainer/cli.py`) take their set-up from here, so
-neither imports the other. This module imports nothing of the package.
+neither imports the other; that includes their usage errors (a flag's value out of range), told as
+one `error:` line like every other error. This module imports nothing of the package.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+
+import typer
+import typer.core
 
 # Lines that TensorFlow and LiteRT write from C++ straight to fd 2 while they load, before absl's
 # logging is initialised, so no log level hides them: absl's preamble, absl INFO lines (e.g.
@@ -94,3 +98,40 @@ def start_up_lines_hidden() -> Iterator[None]:
         os.close(stderr)
         with contextlib.suppress(subprocess.TimeoutExpired):  # a child started in the block holds the pipe
             line_filter.wait(FILTER_DRAIN_TIMEOUT_S)
+
+
+# click's UsageError (a flag's value out of its range, an unknown flag, a missing one), from
+# whichever click Typer runs on: its own copy since Typer 0.2x, the click package before.
+_USAGE_ERROR = typer.BadParameter.__base__
+
+
+@contextlib.contextmanager
+def _usage_errors_as_one_line():
+    """A usage error becomes one `error:` line naming the flag and pointing at --help, and exit 2."""
+    try:
+        yield
+    except _USAGE_ERROR as error:
+        # Named, not imported: older clicks do not have it (Typer's rich_utils checks it the same way).
+        if type(error).__name__ == "NoArgsIsHelpError":
+            raise
+        command = error.ctx.command_path if getattr(error, "ctx", None) else "the command"
+        typer.echo(f"error: {' '.join(error.format_message().split())} (see {command} --help)", err=True)
+        raise typer.Exit(2) from None
+
+
+class _OneLineUsageErrorsMixin:
+    def make_context(self, *args, **kwargs):
+        with _usage_errors_as_one_line():
+            return super().make_context(*args, **kwargs)
+
+
+class OneLineUsageErrors(_OneLineUsageErrorsMixin, typer.core.TyperCommand):
+    """A command whose usage errors are one `error:` line, as every other error, not a framed panel."""
+
+
+class OneLineUsageErrorsGroup(_OneLineUsageErrorsMixin, typer.core.TyperGroup):
+    """OneLineUsageErrors for a command with sub-commands: its own flags and every sub-command's."""
+
+    def invoke(self, context):
+        with _usage_errors_as_one_line():
+            return super().invoke(context)

@@ -16,6 +16,7 @@ import os
 import struct
 import sys
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -62,6 +63,35 @@ _TENSOR_PROCESS_UNITS, _TENSOR_ASSOCIATED_FILES = 4, 6
 _PROCESS_UNIT_OPTIONS_TYPE, _PROCESS_UNIT_OPTIONS = 0, 1
 _NORMALIZATION_MEAN, _NORMALIZATION_STD = 0, 1
 _FILE_NAME, _FILE_TYPE = 0, 2
+
+
+# The tables of the TFLite schema that check_model_file walks: field number -> what the field
+# holds: ("table", name), ("tables", name), ("vector", element bytes), ("string",) or ("union",),
+# a table of a type the walk does not need to know (operator options), checked as a table only.
+_SCHEMA = {
+    "Model": {1: ("tables", "OperatorCode"), 2: ("tables", "SubGraph"), 3: ("string",), 4: ("tables", "Buffer"),
+              5: ("vector", 4), 6: ("tables", "Metadata"), 7: ("tables", "SignatureDef")},
+    "OperatorCode": {1: ("string",)},
+    "SubGraph": {0: ("tables", "Tensor"), 1: ("vector", 4), 2: ("vector", 4), 3: ("tables", "Operator"), 4: ("string",)},
+    "Tensor": {0: ("vector", 4), 3: ("string",), 4: ("table", "QuantizationParameters"), 6: ("union",),
+               7: ("vector", 4), 9: ("tables", "VariantSubType")},
+    "VariantSubType": {0: ("vector", 4)},
+    "QuantizationParameters": {0: ("vector", 4), 1: ("vector", 4), 2: ("vector", 4), 3: ("vector", 8), 5: ("union",)},
+    "Operator": {1: ("vector", 4), 2: ("vector", 4), 4: ("union",), 5: ("vector", 1), 7: ("vector", 1),
+                 8: ("vector", 4), 12: ("union",)},
+    "Buffer": {0: ("vector", 1)},
+    "Metadata": {0: ("string",)},
+    "SignatureDef": {0: ("tables", "TensorMap"), 1: ("tables", "TensorMap"), 2: ("string",)},
+    "TensorMap": {0: ("string",)},
+}
+_TENSOR_BUFFER, _OPERATOR_OPCODE, _METADATA_BUFFER_INDEX = 2, 0, 1
+_SUBGRAPH_TENSORS, _SUBGRAPH_GRAPH_INPUTS, _SUBGRAPH_GRAPH_OUTPUTS, _SUBGRAPH_OPERATORS = 0, 1, 2, 3
+_OPERATOR_INPUTS, _OPERATOR_OUTPUTS = 1, 2
+_MODEL_OPERATOR_CODES, _MODEL_SUBGRAPHS = 1, 2
+
+
+class DamagedModel(ValueError):
+    """A .tflite file whose flatbuffer points outside itself or at things it does not hold."""
 
 
 def interpreter_class() -> type:
@@ -126,7 +156,7 @@ class _FlatTable:
 
     def table(self, field: int) -> _FlatTable | None:
         target = self._target(field)
-        return None if target is None else _FlatTable(self.data, target)
+        return None if target is None else type(self)(self.data, target)
 
     def tables(self, field: int) -> list[_FlatTable]:
         target = self._target(field)
@@ -135,6 +165,120 @@ class _FlatTable:
         count = struct.unpack_from("<I", self.data, target)[0]
         elements = (target + 4 + 4 * i for i in range(count))
         return [_FlatTable(self.data, e + struct.unpack_from("<I", self.data, e)[0]) for e in elements]
+
+
+class _CheckedTable(_FlatTable):
+    """A flatbuffer table whose every offset is checked to land inside the file before it is followed."""
+
+    def __init__(self, data: bytes | mmap.mmap, position: int):
+        _within(data, position, 4, "a table")
+        vtable = position - struct.unpack_from("<i", data, position)[0]
+        _within(data, vtable, 4, "a table's field list")
+        vtable_size, table_size = struct.unpack_from("<HH", data, vtable)
+        if vtable_size < 4 or vtable_size % 2:
+            raise DamagedModel(f"a field list of {vtable_size} bytes at byte {vtable}")
+        _within(data, vtable, vtable_size, "a table's field list")
+        _within(data, position, max(table_size, 4), "a table")
+        super().__init__(data, position)
+
+    def _target(self, field: int) -> int | None:
+        position = self._field(field)
+        if position is None:
+            return None
+        _within(self.data, position, 4, "an offset")
+        return position + struct.unpack_from("<I", self.data, position)[0]
+
+    def vector(self, field: int, element_size: int) -> tuple[int, int] | None:
+        """(position of the first element, count) of a vector field, checked to fit in the file."""
+        target = self._target(field)
+        if target is None:
+            return None
+        _within(self.data, target, 4, "a vector")
+        count = struct.unpack_from("<I", self.data, target)[0]
+        _within(self.data, target + 4, count * element_size, "a vector")
+        return target + 4, count
+
+    def integers(self, field: int) -> list[int]:
+        located = self.vector(field, 4)
+        return [] if located is None else list(struct.unpack_from(f"<{located[1]}i", self.data, located[0]))
+
+    def tables(self, field: int) -> list[_CheckedTable]:
+        located = self.vector(field, 4)
+        if located is None:
+            return []
+        elements = (located[0] + 4 * i for i in range(located[1]))
+        return [_CheckedTable(self.data, e + struct.unpack_from("<I", self.data, e)[0]) for e in elements]
+
+
+def _within(data: bytes | mmap.mmap, start: int, length: int, what: str) -> None:
+    if start < 0 or length < 0 or start + length > len(data):
+        raise DamagedModel(f"{what} at byte {start} runs past the end of the file ({len(data)} bytes)")
+
+
+def _check_tables(table: _CheckedTable, kind: str) -> None:
+    """Check every offset of `table` (of schema type `kind`) and of the tables below it."""
+    for field, (holds, *detail) in _SCHEMA[kind].items():
+        if holds == "table":
+            child = table.table(field)
+            if child is not None:
+                _check_tables(child, detail[0])
+        elif holds == "tables":
+            for child in table.tables(field):
+                _check_tables(child, detail[0])
+        elif holds == "vector":
+            table.vector(field, detail[0])
+        elif holds == "union":
+            table.table(field)
+        else:
+            text = table.vector(field, 1)
+            if text is not None:
+                try:
+                    bytes(table.data[text[0] : text[0] + text[1]]).decode("utf-8")
+                except UnicodeDecodeError:
+                    raise DamagedModel(f"a name at byte {text[0]} is not text") from None
+
+
+def _check_references(model: _CheckedTable, size: int) -> None:
+    """Indices between the model's parts point at parts that exist; buffers kept after the
+    flatbuffer (models over 2 GB) lie inside the file."""
+    buffers = model.tables(_MODEL_BUFFERS)
+    for index, buffer in enumerate(buffers):
+        offset, length = buffer.scalar(_BUFFER_OFFSET, "<Q"), buffer.scalar(_BUFFER_SIZE, "<Q")
+        if offset > 1 and offset + length > size:
+            raise DamagedModel(f"buffer {index} ends at byte {offset + length}, past the end of the file ({size} bytes)")
+    for entry in model.tables(_MODEL_METADATA):
+        if entry.scalar(_METADATA_BUFFER_INDEX, "<I") >= len(buffers):
+            raise DamagedModel("a metadata entry names a buffer the model does not have")
+    operator_codes = len(model.tables(_MODEL_OPERATOR_CODES))
+    for subgraph in model.tables(_MODEL_SUBGRAPHS):
+        tensors = subgraph.tables(_SUBGRAPH_TENSORS)
+        if any(tensor.scalar(_TENSOR_BUFFER, "<I") >= len(buffers) for tensor in tensors):
+            raise DamagedModel("a tensor names a buffer the model does not have")
+        indices = subgraph.integers(_SUBGRAPH_GRAPH_INPUTS) + subgraph.integers(_SUBGRAPH_GRAPH_OUTPUTS)
+        for operator in subgraph.tables(_SUBGRAPH_OPERATORS):
+            if operator.scalar(_OPERATOR_OPCODE, "<I") >= operator_codes:
+                raise DamagedModel("an operator names an operator code the model does not have")
+            # -1 marks an optional input left out.
+            indices += [i for i in operator.integers(_OPERATOR_INPUTS) + operator.integers(_OPERATOR_OUTPUTS) if i != -1]
+        if any(not 0 <= index < len(tensors) for index in indices):
+            raise DamagedModel("an operator or the graph names a tensor the model does not have")
+
+
+def check_model_file(path: Path) -> None:
+    """Raise UserError unless `path` holds a TFLite flatbuffer whose offsets, buffers and indices
+    all stay inside it: the check LiteRT's loader does not fully make, so a truncated or
+    damaged file is one error line, never a crash inside the interpreter."""
+    with open(path, "rb") as file:
+        size = os.fstat(file.fileno()).st_size
+        with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            try:
+                _within(data, 0, 4, "the root offset")
+                model = _CheckedTable(data, struct.unpack_from("<I", data, 0)[0])
+                _check_tables(model, "Model")
+                _check_references(model, size)
+            except DamagedModel as error:
+                raise UserError(f"{path} is damaged ({error}): copy it again, or convert it again with "
+                                "retrain-edge convert") from None
 
 
 def read_metadata(path: str | Path) -> dict:
@@ -161,7 +305,8 @@ def read_metadata(path: str | Path) -> dict:
         if label_file is not None:
             try:
                 metadata["labels"] = _associated_labels(file, label_file)
-            except (KeyError, zipfile.BadZipFile, UnicodeDecodeError):
+            # A damaged zip raises any of these, by where the damage is.
+            except (KeyError, zipfile.BadZipFile, UnicodeDecodeError, NotImplementedError, EOFError, zlib.error):
                 logger.warning(f"{path}: its metadata names the label file {label_file}, which the model "
                                f"does not hold; looking for labels elsewhere")
     return metadata
@@ -276,7 +421,11 @@ class Model:
     def infer(self, tensor: np.ndarray) -> np.ndarray:
         """Input tensor (1, height, width, 3) -> float32 scores (num_labels,), dequantised."""
         self.interpreter.set_tensor(self.input_index, tensor)
-        self.interpreter.invoke()
+        try:
+            self.interpreter.invoke()
+        except RuntimeError as error:  # a damaged model that loads, e.g. a constant tensor without its data
+            raise UserError(f"{self.path} could not run ({' '.join(str(error).split())}): copy it again, "
+                            "or convert it again with retrain-edge convert") from None
         output = self.interpreter.get_tensor(self.output_index).reshape(-1)
         if self.output_scale:
             return (output.astype(np.float32) - np.float32(self.output_zero_point)) * np.float32(self.output_scale)
@@ -314,6 +463,7 @@ def load_model(model_path: str | Path | None = None, labels_path: str | Path | N
     delegate_path: an external delegate library (e.g. libedgetpu.so.1) the interpreter hands ops to.
     """
     path = find_model(model_path)
+    check_model_file(path)
     metadata = read_metadata(path)
     interpreter_type = interpreter_class()
     try:

@@ -140,7 +140,7 @@ def main() -> None:
     print(f"ranking on held back: {' > '.join(by_held_back)}  ({'same' if by_compare == by_held_back else 'DIFFERENT'})")
     print(f"`retrain-edge compare`, all {held_back_count} photos, {len(names)} backbones: first run {first_s:.1f} s; "
           f"warm median {statistics.median(warm):.1f} s (min {min(warm):.1f}, {len(warm)} runs; target "
-          f"<= {WARM_TARGET_S} s); cost column: {result.cost_name}")
+          f"<= {WARM_TARGET_S} s); cost column: {result.device_cost.name}")
 
 
 if __name__ == "__main__":

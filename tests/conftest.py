@@ -14,8 +14,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# Property tests (tests/test_properties.py): `make test` runs the "bounded" profile, a fixed,
+# derandomised set of examples with no failure database, so CI's time and results never vary;
+# `make fuzz` runs "fuzz": FUZZ_FACTOR times the examples, random, remembered in .hypothesis/.
+HYPOTHESIS_PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "bounded")
+FUZZ_FACTOR = 25
+_SLOW_EXAMPLES = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture]
+settings.register_profile("bounded", derandomize=True, database=None, deadline=None, print_blob=True,
+                          suppress_health_check=_SLOW_EXAMPLES)
+settings.register_profile("fuzz", deadline=None, print_blob=True, suppress_health_check=_SLOW_EXAMPLES)
+settings.load_profile(HYPOTHESIS_PROFILE)
+
+
+def examples(count: int) -> int:
+    """A property test's number of examples: `count` in `make test`, FUZZ_FACTOR times more in `make fuzz`."""
+    return count * FUZZ_FACTOR if HYPOTHESIS_PROFILE == "fuzz" else count
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

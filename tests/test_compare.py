@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 from conftest import TINY_ARCHITECTURE
 from trainer import compare as compare_module
 from trainer.cli import app
-from trainer.compare import BackboneFigures, mark_front_and_recommendation
+from trainer.compare import COST_CACHE_FOLDER, BackboneFigures, mark_front_and_recommendation
+from trainer.pi_cost import find_counter
 
 runner = CliRunner()
 OTHER_TINY_ARCHITECTURE = "mobilenet_v1_0.25_128"
@@ -20,21 +21,29 @@ def figures(name: str, accuracy: float, standard_error: float, cost: float) -> B
     return BackboneFigures(name, "imagenet", [accuracy], accuracy, standard_error, 0.02, 1.5, 1.0, 1000, 400, cost)
 
 
+def without_counter(monkeypatch: pytest.MonkeyPatch, tmp_path_factory) -> None:
+    """Hide the Pi instruction counter, whether or not this machine has built it."""
+    monkeypatch.setenv("ARM64_CHECK_CACHE", str(tmp_path_factory.mktemp("no-counter")))
+
+
 @pytest.fixture(scope="module")
 def compared(sample_dir, tmp_path_factory):
-    """One `compare` run of two tiny random backbones on the sample data: (arguments, result, report_dir)."""
-    report_dir = tmp_path_factory.mktemp("compare")
+    """One `compare` run of two tiny random backbones on the sample data, without the Pi counter:
+    (arguments, result, report_dir, bottleneck_dir)."""
+    report_dir, bottleneck_dir = tmp_path_factory.mktemp("compare"), tmp_path_factory.mktemp("cache")
     arguments = ["compare", "--image_dir", str(sample_dir), "--architectures",
                  f"{TINY_ARCHITECTURE},{OTHER_TINY_ARCHITECTURE}", "--weights", "none", "--folds", "3",
-                 "--how_many_training_steps", "60", "--bottleneck_dir", str(tmp_path_factory.mktemp("cache")),
+                 "--how_many_training_steps", "60", "--bottleneck_dir", str(bottleneck_dir),
                  "--report_dir", str(report_dir)]
-    result = runner.invoke(app, arguments)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        without_counter(monkeypatch, tmp_path_factory)
+        result = runner.invoke(app, arguments)
     assert result.exit_code == 0, result.output
-    return arguments, result, report_dir
+    return arguments, result, report_dir, bottleneck_dir
 
 
 def test_compare_writes_the_table_the_page_and_the_json_and_recommends_one(compared, sample_dir):
-    _, result, report_dir = compared
+    _, result, report_dir, _ = compared
     summary = json.loads((report_dir / "compare.json").read_text())
     assert summary["image_count"] == 160 and summary["folds"] == 3
     rows = summary["backbones"]
@@ -42,31 +51,72 @@ def test_compare_writes_the_table_the_page_and_the_json_and_recommends_one(compa
     for row in rows:
         assert len(row["fold_accuracies"]) == 3 and 0 <= row["accuracy"] <= 1
         assert 0 < row["int8_bytes"] < row["float32_bytes"] and row["cost"] > 0 and row["bottleneck_ms"] > 0
+        assert row["cortex_a72_cost"] is None
         assert 0 <= row["out_of_fold_ece"] <= 1 and row["temperature"] > 0
     assert [row["architecture"] for row in rows if row["recommended"]] == [summary["recommended"]]
-    assert "x86" in summary["cost_name"]  # said as such until the Pi instruction counter is installed
+    # Said as such, with how to get the Pi counts, when the Pi instruction counter is not built.
+    assert summary["cost_kind"] == "x86-latency" and "x86" in summary["cost_name"]
+    assert "cost: x86 int8 latency" in result.output and "make pi-cost" in result.output
+    assert "Pi 4 (A72)" not in result.output
     for architecture in (TINY_ARCHITECTURE, OTHER_TINY_ARCHITECTURE):
         assert architecture in result.output
     assert f"recommended: {summary['recommended']}" in result.output
     assert f"retrain-edge train --image_dir {sample_dir} --architecture {summary['recommended']}" in result.output
 
 
-def test_a_rerun_builds_no_backbone_and_computes_no_bottleneck(compared, monkeypatch):
-    arguments, first, report_dir = compared
+def test_a_rerun_builds_no_backbone_and_computes_no_bottleneck(compared, monkeypatch, tmp_path_factory):
+    arguments, first, report_dir, _ = compared
     before = json.loads((report_dir / "compare.json").read_text())
 
     def refuse(*_):
         raise AssertionError("a rerun on a warm cache built a backbone")
 
     monkeypatch.setattr(compare_module, "build_backbone", refuse)
+    without_counter(monkeypatch, tmp_path_factory)
     result = runner.invoke(app, arguments)
     assert result.exit_code == 0, result.output
     after = json.loads((report_dir / "compare.json").read_text())
     assert after == before  # same folds, same seed, same cached costs: the same figures
 
 
+def test_with_the_pi_counter_built_the_cost_is_the_a76_count_and_the_recommendation_uses_it(compared, monkeypatch,
+                                                                                           tmp_path_factory):
+    if find_counter() is None:
+        pytest.skip("the Pi instruction counter is not built (make arm64-check, then make pi-cost)")
+    arguments, _, report_dir, bottleneck_dir = compared
+    latencies = json.loads((report_dir / "compare.json").read_text())
+
+    def refuse(*_):
+        raise AssertionError("counting a cached int8 model built a backbone")
+
+    # The first run cached x86 latencies: with the counter built since, the same cache yields counts.
+    monkeypatch.setattr(compare_module, "build_backbone", refuse)
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((report_dir / "compare.json").read_text())
+    assert summary["cost_kind"] == "pi-instructions" and summary["cost_name"].startswith("Cortex-A76 (Pi 5)")
+    assert "cost: Cortex-A76 (Pi 5) instructions per int8 invoke" in result.output and "Pi 4 (A72)" in result.output
+    rows = summary["backbones"]
+    for row in rows:  # tiny int8 MobileNets run a few million instructions per invoke on either Pi
+        assert 0.5 < row["cost"] < 100 and 0.5 < row["cortex_a72_cost"] < 100
+    cached = [json.loads(path.read_text())["device_costs"] for path in (bottleneck_dir / COST_CACHE_FOLDER).glob("*.json")]
+    # Each kind of cost under its own key, never one read as the other.
+    assert len(cached) == 2 and all(set(costs) == {"x86-latency", "pi-instructions"} for costs in cached)
+    assert sorted(row["cost"] for row in rows) == sorted(costs["pi-instructions"]["cost"] for costs in cached)
+    best = max(rows, key=lambda row: row["accuracy"])
+    within = [row for row in rows if row["accuracy"] >= best["accuracy"] - best["accuracy_standard_error"]]
+    assert summary["recommended"] == min(within, key=lambda row: (row["cost"], -row["accuracy"]))["architecture"]
+    page = (report_dir / "compare.html").read_text()
+    assert "Cortex-A72 (Pi 4) instructions per int8 invoke" in page and "a count, not a time" in page
+
+    # Hidden again, the counter's counts are not read as latencies either.
+    without_counter(monkeypatch, tmp_path_factory)
+    assert runner.invoke(app, arguments).exit_code == 0
+    assert json.loads((report_dir / "compare.json").read_text()) == latencies
+
+
 def test_the_page_in_headless_chromium_has_the_plot_and_the_table(compared, chromium_page):
-    _, _, report_dir = compared
+    _, _, report_dir, _ = compared
     summary = json.loads((report_dir / "compare.json").read_text())
     chromium_page.goto((report_dir / "compare.html").as_uri())
     plot = chromium_page.locator("svg#accuracy-cost")

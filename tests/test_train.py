@@ -278,7 +278,7 @@ def test_misclassified_images_are_listed(tiny_train_args, tmp_path):
     (["--image_dir", "/nonexistent/photos"], "does not exist"),
     (["--architecture", "resnet50"], "unknown architecture"),
     (["--weights", "/nonexistent/weights.h5"], "no such file"),
-    (["--learning_rate", "0"], "--learning_rate must be positive"),
+    (["--learning_rate", "0"], "--learning_rate must be a positive number"),
 ])
 def test_errors_are_one_plain_line(tiny_train_args, tmp_path, arguments, message):
     result = runner.invoke(app, [*tiny_train_args, "--output_dir", str(tmp_path), *arguments])

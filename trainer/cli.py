@@ -14,12 +14,13 @@ from pathlib import Path
 
 import typer
 
-from edge.logs import setup_logging, start_up_lines_hidden
+from edge.logs import OneLineUsageErrorsGroup, setup_logging, start_up_lines_hidden
 from trainer import UserError
 from trainer.backbones import DEFAULT_ARCHITECTURE
 from trainer.bottlenecks import default_bottleneck_dir
 
 app = typer.Typer(
+    cls=OneLineUsageErrorsGroup,
     help="Retrain an image classifier's final layer on your photos, then convert it for a Raspberry Pi.",
     no_args_is_help=True,
     add_completion=False,
@@ -251,7 +252,7 @@ def compare_command(
     image_dir: Path = typer.Option(..., "--image_dir", "--image-dir", help="Folder with one sub-folder of images per class: every image is scored by k-fold heads."),
     architectures: str = typer.Option(..., "--architectures", help="Comma-separated backbones to compare, named as for train --architecture, e.g. mobilenet_v1_0.25_224,mobilenet_v2_0.35_224,mobilenet_v2_0.5_224."),
     weights: str = typer.Option("imagenet", "--weights", help="Backbone weights as for train: one value for all, or comma-separated, one per architecture."),
-    bottleneck_dir: Path = typer.Option(default_bottleneck_dir(), "--bottleneck_dir", "--bottleneck-dir", help="Bottleneck cache, shared with train; the measured sizes and costs are kept here too, so a rerun builds no backbone and converts nothing."),
+    bottleneck_dir: Path = typer.Option(default_bottleneck_dir(), "--bottleneck_dir", "--bottleneck-dir", help="Bottleneck cache, shared with train; the measured sizes and costs and the int8 models are kept here too, so a rerun builds no backbone and converts nothing."),
     report_dir: Path = typer.Option(Path("retrain_output"), "--report_dir", "--report-dir", help="Where compare.html and compare.json go."),
     folds: int = typer.Option(5, "--folds", min=2, help="Cross-validation folds (one head each, seconds on cached bottlenecks)."),
     how_many_training_steps: int = typer.Option(4000, "--how_many_training_steps", "--how-many-training-steps", help="Training steps of each head, as for train."),
@@ -262,7 +263,9 @@ def compare_command(
     calibration, bottleneck time, float32 and int8 TFLite sizes and device cost per backbone; compare.html plots
     accuracy against cost. Recommends the cheapest backbone within one standard error of the most accurate.
 
-    The device cost is x86 int8 latency on this machine until the Pi-cost instruction counter is installed."""
+    The device cost is the int8 model's Cortex-A76 (Pi 5) instruction count per invoke, with the Cortex-A72 (Pi 4)
+    count beside it, when the Pi instruction counter is built (make arm64-check, then make pi-cost); without it, x86
+    int8 latency on this machine. The output says which; a rerun after building the counter counts the cached models."""
     from trainer.compare import CompareOptions
 
     setup_output(verbose)

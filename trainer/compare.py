@@ -7,9 +7,14 @@ saw it), calibrated as `train` calibrates, then converted once (float32 and full
 to measure what it costs. The recommendation is the cheapest backbone whose accuracy is within
 one standard error of the best.
 
-The sizes, cost and bottleneck time of a backbone, weights and class count are kept beside the
-bottleneck cache, so a rerun on a warm cache builds no backbone and converts nothing: it only
-trains the k heads per backbone (about a minute for three backbones and 600 photos).
+The cost is the int8 model's Cortex-A76 (Pi 5) instruction count per invoke when the Pi-cost
+counter (trainer/pi_cost.py) is built, with the Cortex-A72 (Pi 4) count beside it, and its x86
+latency on this machine when it is not; choose_device_cost() makes that choice, once per run.
+
+The sizes, bottleneck time, int8 model and costs of a backbone, weights and class count are kept
+beside the bottleneck cache, so a rerun on a warm cache builds no backbone and converts nothing:
+it only trains the k heads per backbone (about a minute for three backbones and 600 photos), and
+counts the cached int8 models when the counter was built since the last run.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from trainer.convert import DEFAULT_CALIBRATION_IMAGES, calibration_paths, conve
 from trainer.crossval import DEFAULT_FOLDS, mean_and_standard_error
 from trainer.dataset import list_images
 from trainer.outputs import write_bytes_atomic
+from trainer.pi_cost import HOW_TO_BUILD, Counter, count, find_counter
 from trainer.report import html_page, percent
 from trainer.train import TrainOptions, build_classifier, cross_validate, train_head
 
@@ -42,9 +48,11 @@ log = logging.getLogger(__name__)
 
 COMPARE_JSON = "compare.json"
 COMPARE_HTML = "compare.html"
-# Measured costs live here, inside --bottleneck_dir, one JSON file per backbone, weights and class count.
+# Measured costs live here, inside --bottleneck_dir: per backbone, weights and class count, a JSON
+# file and the int8 model, so a cost of another kind needs no conversion.
 COST_CACHE_FOLDER = "compare-costs"
-COST_FORMAT = 1
+# 2: each kind of device cost under its own key (format 1 had one unnamed x86 latency).
+COST_FORMAT = 2
 # Images the backbone's forward pass is timed on, TIMING_REPEATS times after one untimed batch
 # that traces the graph. Times are the fastest repeat: other work on the machine only ever adds
 # to a time, so the minimum is the least disturbed estimate (a median still moved 10x under load).
@@ -54,8 +62,6 @@ TIMING_REPEATS = 3
 # running other work would give it.
 LATENCY_RUNS = 30
 LATENCY_THREADS = 1
-# What the cost column is until the aarch64 instruction counter (issue 21) is installed.
-COST_NAME = "x86 int8 latency, ms (Pi instruction counts need the Pi-cost counter)"
 # The plot of accuracy against cost, px.
 PLOT_WIDTH, PLOT_HEIGHT, PLOT_MARGIN = 640, 400, 60
 
@@ -88,7 +94,8 @@ class BackboneFigures:
     bottleneck_ms: float  # Keras forward pass per image on this machine
     float32_bytes: int
     int8_bytes: int  # full-integer int8 (uint8 in and out)
-    cost: float  # in COST_NAME's unit: lower is cheaper
+    cost: float  # in the cost name's unit (DeviceCost.name): lower is cheaper
+    cortex_a72_cost: float | None = None  # Pi 4 instructions per int8 invoke, millions, when counted
     on_front: bool = False  # no other backbone is both cheaper and at least as accurate
     recommended: bool = False
 
@@ -99,13 +106,38 @@ class CompareResult:
     figures: list[BackboneFigures]
     image_count: int
     folds: int
-    cost_name: str
+    device_cost: DeviceCost
     json_path: Path
     html_path: Path
 
     @property
     def recommended(self) -> BackboneFigures:
         return next(figures for figures in self.figures if figures.recommended)
+
+
+@dataclass(frozen=True)
+class DeviceCost:
+    """Which cost compare reports, chosen once per run by choose_device_cost()."""
+
+    kind: str  # the key of its figures in the cost cache: a latency is never read as a count
+    name: str  # what the cost column is, in the table, compare.json and compare.html
+    note: str  # a sentence: what the figure is not, and how to get Pi counts when they are missing
+    counter: Counter | None  # the Pi instruction counter, when it is built
+
+    @property
+    def counted(self) -> bool:
+        return self.counter is not None
+
+
+def choose_device_cost() -> DeviceCost:
+    """Pi instruction counts when the counter of trainer/pi_cost.py is built, x86 latency otherwise."""
+    counter = find_counter()
+    if counter is not None:
+        return DeviceCost("pi-instructions", "Cortex-A76 (Pi 5) instructions per int8 invoke, millions",
+                          "Counted under qemu, one thread: a count, not a time, blind to memory stalls. Beside it "
+                          "the Cortex-A72 (Pi 4), which lacks the dot-product instructions.", counter)
+    return DeviceCost("x86-latency", "x86 int8 latency on this machine, ms",
+                      f"Not a Pi figure. For Pi 4 and Pi 5 instruction counts: {HOW_TO_BUILD}.", None)
 
 
 class LazyBackbone:
@@ -146,6 +178,7 @@ def checked_inputs(options: CompareOptions) -> list[tuple[Backbone, str, str]]:
 def compare(options: CompareOptions) -> CompareResult:
     """k-fold accuracy, calibration, size and cost of each backbone; compare.json and compare.html."""
     inputs = checked_inputs(options)
+    device = choose_device_cost()
     images = list_images(options.image_dir, 0, 0)
     examples = images.examples("training")
     paths = [images.image_dir / path for path, _ in examples]
@@ -153,7 +186,7 @@ def compare(options: CompareOptions) -> CompareResult:
     keys = file_keys(paths)
     train_options = TrainOptions(image_dir=images.image_dir, how_many_training_steps=options.how_many_training_steps,
                                  folds=options.folds, seed=options.seed)
-    figures = []
+    measured = []  # (backbone, weights, calibration, cost cache path, cached figures)
     for backbone, weights, weights_key in inputs:
         lazy = LazyBackbone(backbone, weights, options.seed)
         cache = BottleneckCache.for_backbone(options.bottleneck_dir, backbone, weights_key)
@@ -163,22 +196,35 @@ def compare(options: CompareOptions) -> CompareResult:
         if not calibration["fitted_on"]:
             raise UserError(f"{images.image_dir} has too few images for {options.folds}-fold cross-validation")
         cost_path = Path(options.bottleneck_dir) / COST_CACHE_FOLDER / f"{backbone.name}-{weights_key}-{len(images.labels)}classes-v{COST_FORMAT}.json"
-        costs = read_costs(cost_path)
-        if costs is None:
-            costs = measure_costs(lazy, train_options, bottlenecks, labels, len(images.labels), calibration["temperature"],
-                                  [paths[index] for index in calibration_indices(examples, images.labels)])
-            write_bytes_atomic(cost_path, json.dumps(costs).encode())
+        cached = read_costs(cost_path)
+        if cached is None or (device.kind not in cached["device_costs"] and not int8_path(cost_path).is_file()):
+            cached, int8 = measure_costs(lazy, train_options, bottlenecks, labels, len(images.labels),
+                                         calibration["temperature"],
+                                         [paths[index] for index in calibration_indices(examples, images.labels)])
+            write_bytes_atomic(int8_path(cost_path), int8)
+            write_bytes_atomic(cost_path, json.dumps(cached).encode())
+        measured.append((backbone, weights, calibration, cost_path, cached))
+    # Every model still without this kind of cost at once: the counter starts one emulated Python per CPU.
+    missing = [(cost_path, cached) for *_, cost_path, cached in measured if device.kind not in cached["device_costs"]]
+    for (cost_path, cached), cost in zip(missing, device_costs(device, [int8_path(path) for path, _ in missing],
+                                                              len(images.labels))):
+        cached["device_costs"][device.kind] = cost
+        write_bytes_atomic(cost_path, json.dumps(cached).encode())
+    figures = []
+    for backbone, weights, calibration, _, cached in measured:
         accuracy, standard_error = mean_and_standard_error(calibration["fold_accuracies"])
         figures.append(BackboneFigures(
             backbone.name, weights, calibration["fold_accuracies"], accuracy, standard_error,
-            calibration["out_of_fold_ece"]["after"], calibration["temperature"], **costs))
+            calibration["out_of_fold_ece"]["after"], calibration["temperature"], cached["bottleneck_ms"],
+            cached["float32_bytes"], cached["int8_bytes"], **cached["device_costs"][device.kind]))
     mark_front_and_recommendation(figures)
     report_dir = Path(options.report_dir)
-    result = CompareResult(images.image_dir, figures, len(labels), options.folds, COST_NAME, report_dir / COMPARE_JSON,
+    result = CompareResult(images.image_dir, figures, len(labels), options.folds, device, report_dir / COMPARE_JSON,
                            report_dir / COMPARE_HTML)
     write_bytes_atomic(result.json_path, (json.dumps(
         {"image_dir": str(images.image_dir), "image_count": len(labels), "folds": options.folds,
-         "how_many_training_steps": options.how_many_training_steps, "cost_name": COST_NAME,
+         "how_many_training_steps": options.how_many_training_steps, "cost_kind": device.kind,
+         "cost_name": device.name, "cost_note": device.note,
          "recommended": result.recommended.architecture, "backbones": [asdict(row) for row in figures]},
         indent=1) + "\n").encode())
     write_bytes_atomic(result.html_path, compare_page(result).encode())
@@ -193,16 +239,23 @@ def calibration_indices(examples: list[tuple[str, int]], labels: list[str]) -> l
     return [index_of[path] for path in calibration_paths(by_label, DEFAULT_CALIBRATION_IMAGES)]
 
 
+def int8_path(cost_path: Path) -> Path:
+    """The cached int8 model beside a backbone's cost cache file."""
+    return cost_path.with_name(f"{cost_path.stem}-int8.tflite")
+
+
 def read_costs(path: Path) -> dict | None:
     try:
-        return json.loads(path.read_text())
+        cached = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    return cached if isinstance(cached, dict) and isinstance(cached.get("device_costs"), dict) else None
 
 
 def measure_costs(lazy: LazyBackbone, options: TrainOptions, bottlenecks: np.ndarray, labels: np.ndarray,
-                  class_count: int, temperature: float, calibration_images: list[Path]) -> dict:
-    """Bottleneck time, the float32 and int8 file sizes and the device cost of one backbone.
+                  class_count: int, temperature: float, calibration_images: list[Path]) -> tuple[dict, bytes]:
+    """Bottleneck time and the float32 and int8 file sizes of one backbone (its device costs still
+    empty), and the int8 model, whose device cost device_costs() measures.
 
     The head is trained on every photo; it changes neither size nor cost, but int8 is calibrated
     through it, as `convert` does.
@@ -219,26 +272,34 @@ def measure_costs(lazy: LazyBackbone, options: TrainOptions, bottlenecks: np.nda
     float32 = convert_model(model, "float32")
     int8 = convert_model(model, "int8", (pixels.astype(np.float32) - INPUT_MEAN) / INPUT_STD)
     return {"bottleneck_ms": bottleneck_ms, "float32_bytes": len(float32), "int8_bytes": len(int8),
-            "cost": device_cost(int8, class_count, timed[0])}
+            "device_costs": {}}, int8
 
 
-def device_cost(tflite_bytes: bytes, class_count: int, image: np.ndarray) -> float:
-    """What the model costs on the device, in COST_NAME's unit (lower is cheaper).
+def device_costs(device: DeviceCost, models: list[Path], class_count: int) -> list[dict]:
+    """What each int8 model costs on the device, as BackboneFigures fields in device.name's unit
+    (lower is cheaper): Cortex-A76 and A72 instructions per invoke, millions, when counted; else the
+    fastest x86 latency of one invocation through the edge runtime, one thread."""
+    if not models:
+        return []
+    if device.counted:
+        counts = {(cost.model, cost.cpu): cost.invoke for cost in count(models, counter=device.counter)}
+        return [{"cost": counts[model.resolve(), "cortex-a76"] / 1e6,
+                 "cortex_a72_cost": counts[model.resolve(), "cortex-a72"] / 1e6} for model in models]
+    return [{"cost": x86_latency_ms(model, class_count)} for model in models]
 
-    Fastest x86 latency of one invocation through the edge runtime, one thread: a stand-in until
-    the aarch64 instruction counter of the Pi-cost issue is installed, which is why it is one
-    function and COST_NAME says what it measures.
-    """
+
+def x86_latency_ms(model_path: Path, class_count: int) -> float:
+    """The fastest of LATENCY_RUNS invocations of the model through the edge runtime on this machine, ms."""
     from edge.model import load_model
 
     with tempfile.TemporaryDirectory(prefix="retrain-edge-compare-") as folder:
-        model_path = Path(folder) / "model.tflite"
-        model_path.write_bytes(tflite_bytes)
         labels_path = Path(folder) / "labels.txt"
         labels_path.write_text("".join(f"{index}\n" for index in range(class_count)))
         model = load_model(model_path, labels_path=labels_path, num_threads=LATENCY_THREADS)
-        model.scores(image)
-        return fastest_ms(lambda: model.scores(image), LATENCY_RUNS)
+    # Fixed pixels: no kernel of these models branches on their values.
+    image = np.random.default_rng(0).integers(0, 256, (*model.input_size, 3), dtype=np.uint8)
+    model.scores(image)
+    return fastest_ms(lambda: model.scores(image), LATENCY_RUNS)
 
 
 def fastest_ms(work, repeats: int) -> float:
@@ -266,13 +327,16 @@ def mark_front_and_recommendation(figures: list[BackboneFigures]) -> None:
 def format_compare(result: CompareResult) -> str:
     """The table `compare` prints, then the recommendation."""
     name_width = max(len("backbone"), *(len(row.architecture) for row in result.figures))
-    lines = [f"{result.folds}-fold cross-validation on {result.image_count} photos; cost: {result.cost_name}",
+    device = result.device_cost
+    lines = [f"{result.folds}-fold cross-validation on {result.image_count} photos; cost: {device.name}",
+             device.note,
              f"{'backbone':<{name_width}}  accuracy (± s.e.)  out-of-fold ECE  bottleneck ms  float32 MB  int8 MB"
-             f"      cost  front"]
+             f"      cost{'  Pi 4 (A72)' if device.counted else ''}  front"]
     for row in result.figures:
         lines.append(f"{row.architecture:<{name_width}}  {row.accuracy:>8.1%} ± {row.accuracy_standard_error:>5.1%}  "
                      f"{row.out_of_fold_ece:>15.1%}  {row.bottleneck_ms:>13.1f}  {row.float32_bytes / 1e6:>10.2f}  "
-                     f"{row.int8_bytes / 1e6:>7.2f}  {row.cost:>8.2f}  {'yes' if row.on_front else '':>5}")
+                     f"{row.int8_bytes / 1e6:>7.2f}  {row.cost:>8.2f}"
+                     f"{f'  {row.cortex_a72_cost:>10.2f}' if device.counted else ''}  {'yes' if row.on_front else '':>5}")
     lines.append(f"recommended: {result.recommended.architecture} (the cheapest within one standard error of the most "
                  f"accurate); train it with: {train_command(result)}")
     return "\n".join(lines)
@@ -339,12 +403,14 @@ def accuracy_cost_svg(figures: list[BackboneFigures], cost_name: str) -> str:
 
 
 def compare_page(result: CompareResult) -> str:
+    device = result.device_cost
     rows = "".join(
         f'<tr data-architecture="{html.escape(row.architecture)}"><td>{html.escape(row.architecture)}'
         f'{" <strong>(recommended)</strong>" if row.recommended else ""}</td>'
         f"<td>{percent(row.accuracy)} ± {percent(row.accuracy_standard_error)}</td><td>{percent(row.out_of_fold_ece)}</td>"
         f"<td>{row.bottleneck_ms:.1f}</td><td>{row.float32_bytes / 1e6:.2f}</td><td>{row.int8_bytes / 1e6:.2f}</td>"
-        f"<td>{row.cost:.3g}</td><td>{'yes' if row.on_front else ''}</td></tr>" for row in result.figures)
+        f"<td>{row.cost:.3g}</td>{f'<td>{row.cortex_a72_cost:.3g}</td>' if device.counted else ''}"
+        f"<td>{'yes' if row.on_front else ''}</td></tr>" for row in result.figures)
     best = result.recommended
     sections = [
         f"<p>Each backbone's head was trained {result.folds} times on the cached bottlenecks of "
@@ -352,10 +418,13 @@ def compare_page(result: CompareResult) -> str:
         f"<strong>Recommended: {html.escape(best.architecture)}</strong>, the cheapest backbone within one standard "
         f"error of the most accurate. Filled points are on the front: no other backbone is both cheaper and at "
         f"least as accurate.</p>",
-        accuracy_cost_svg(result.figures, result.cost_name),
+        f"<p id=\"cost\">Cost: {html.escape(device.name)}. {html.escape(device.note)}</p>",
+        accuracy_cost_svg(result.figures, device.name),
         "<table id=\"backbones\"><tr><th>backbone</th><th>k-fold accuracy ± s.e.</th><th>out-of-fold ECE</th>"
         "<th>bottleneck ms / image</th><th>float32 MB</th><th>int8 MB</th>"
-        f"<th>{html.escape(result.cost_name)}</th><th>front</th></tr>{rows}</table>",
+        f"<th>{html.escape(device.name)}</th>"
+        f"{'<th>Cortex-A72 (Pi 4) instructions per int8 invoke, millions</th>' if device.counted else ''}"
+        f"<th>front</th></tr>{rows}</table>",
         f"<p>Train it: <code>{html.escape(train_command(result))}</code></p>",
     ]
     return html_page("retrain-edge compare", sections)

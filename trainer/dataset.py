@@ -159,6 +159,9 @@ def class_folders(folder_names: list[str], image_dir: str | Path) -> dict[str, s
     folder_by_label: dict[str, str] = {}
     for folder_name in folder_names:
         label = label_for_folder(folder_name)
+        if not label:
+            raise UserError(f"The folder {folder_name!r} in {image_dir} gives an empty label (a label keeps only the "
+                            "letters a-z and digits of its folder's name); rename it.")
         if label in folder_by_label:
             raise UserError(
                 f"The folders {folder_by_label[label]!r} and {folder_name!r} in {image_dir} both give the label "

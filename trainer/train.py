@@ -7,6 +7,7 @@ The head is trained in numpy: on a few thousand cached vectors a step is a (batc
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -214,8 +215,9 @@ def train_head(
     print_every = max(options.eval_step_interval, steps // PRINTED_EVALUATIONS)
     history = []
     kept = None  # (validation cross entropy, weights, biases, history index) of the head to return
-    # Each step multiplies a (batch x d) by a (d x classes) matrix: threads only add overhead.
-    with threadpool_limits(1):
+    # Each step multiplies a (batch x d) by a (d x classes) matrix: threads only add overhead. A
+    # learning rate too large overflows the weights: numpy's warnings are replaced by one error below.
+    with threadpool_limits(1), np.errstate(over="ignore", invalid="ignore"):
         for step in range(1, steps + 1):
             batch = sampler.batch(options.train_batch_size)
             inputs, targets = train_bottlenecks[batch], train_labels[batch]
@@ -243,6 +245,9 @@ def train_head(
             if step % print_every == 0 or step == steps:
                 summaries.histograms(step, head)
                 print_step(history[-1], steps)
+    if not (np.isfinite(head.weights).all() and np.isfinite(head.biases).all()):
+        raise UserError(f"training diverged: the weights overflowed at --learning_rate {options.learning_rate:g}; "
+                        "lower it (the default is 0.01)")
     if kept is not None:
         head = SoftmaxHead(kept[1], kept[2])
         history[kept[3]]["kept"] = True
@@ -358,8 +363,8 @@ def train(options: TrainOptions) -> TrainResult:
     """Run the whole recipe: list, bottlenecks, head, test, outputs."""
     if options.how_many_training_steps < 1 or options.train_batch_size < 1 or options.eval_step_interval < 1:
         raise UserError("--how_many_training_steps, --train_batch_size and --eval_step_interval must be at least 1")
-    if options.learning_rate <= 0:
-        raise UserError("--learning_rate must be positive")
+    if not 0 < options.learning_rate < math.inf:
+        raise UserError(f"--learning_rate must be a positive number, not {options.learning_rate} (the default is 0.01)")
     if options.weight_decay < 0 or not 0 <= options.label_smoothing < 1 or options.folds < 2:
         raise UserError("--weight_decay must be at least 0, --label_smoothing in [0, 1) and --folds at least 2")
     options.distortions.validate()
