@@ -2,7 +2,7 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test fuzz demo docs docs-serve bench arm64-check interop-check pi-cost clean
+.PHONY: test fuzz demo docs docs-serve bench arm64-check arm64-train-check install-check interop-check pi-cost clean
 
 $(STAMP): pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -31,6 +31,14 @@ docs-serve: $(STAMP)
 
 arm64-check: $(STAMP)
 	bash scripts/arm64_check.sh $(ARM64_CHECK_ARGS)
+
+# Train and convert --quantize under qemu-aarch64 in make arm64-check's bookworm root; compare with x86.
+arm64-train-check: $(STAMP)
+	bash scripts/arm64_train_check.sh $(ARM64_TRAIN_CHECK_ARGS)
+
+# pip's resolver, dry run, for every platform and Python docs/platforms.md claims (needs PyPI).
+install-check: $(STAMP)
+	$(PYTHON) scripts/install_check.py $(INSTALL_CHECK_ARGS)
 
 # MediaPipe Tasks on the demo's converted models (run `make demo` first); MediaPipe gets its own venv.
 interop-check: $(STAMP)

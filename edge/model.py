@@ -105,7 +105,9 @@ def interpreter_class() -> type:
         try:
             from tflite_runtime.interpreter import Interpreter
         except ImportError:
-            raise UserError("no TFLite interpreter is installed: pip install ai-edge-litert") from None
+            # The base install brings LiteRT wherever it has a wheel; elsewhere, say where it has one.
+            raise UserError("no TFLite interpreter is installed: pip install ai-edge-litert, which has wheels for "
+                            "Linux x86_64 and aarch64 (a Pi on a 64-bit OS), macOS arm64 and Windows x86_64") from None
     return Interpreter
 
 

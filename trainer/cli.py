@@ -7,6 +7,8 @@ Flags keep the classic retrain.py names and also accept the dashed spelling.
 from __future__ import annotations
 
 import os
+import platform
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +27,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 INSTALL_TRAIN_EXTRA = "pip install 'retrain-edge[train]'"
+# Where TensorFlow 2.21 has wheels, as (platform.system(), platform.machine()) and Pythons: the
+# train extra's markers in pyproject.toml leave it out elsewhere (tests/test_platforms.py keeps
+# the two in step), so the install succeeds there and the command says why it cannot train.
+TENSORFLOW_PLATFORMS = {("Linux", "x86_64"), ("Linux", "aarch64"), ("Darwin", "arm64"), ("Windows", "AMD64")}
+TENSORFLOW_PYTHONS = ((3, 10), (3, 13))  # oldest, newest
+TRAINING_PLATFORMS = "Linux (x86_64 or aarch64), Windows x86_64 or macOS on Apple silicon"
 # TensorFlow's C++ log threshold without --verbose: errors only, no start-up information or warnings.
 QUIET_TF_LOG_LEVEL = "2"
 DEFAULT_REVIEW_ADDRESS = "127.0.0.1:8780"  # review --serve: this machine only
@@ -43,6 +51,21 @@ def setup_output(verbose: bool) -> None:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = QUIET_TF_LOG_LEVEL
 
 
+def missing_tensorflow_message(system: str, machine: str, python: tuple[int, int]) -> str:
+    """Why TensorFlow is not importable here, and what to do: no wheel exists, or the extra is missing."""
+    oldest, newest = TENSORFLOW_PYTHONS
+    version = "%d.%d" % python
+    if not oldest <= python <= newest:
+        return (f"TensorFlow 2.21 has no wheel for Python {version}, so the train extra installed without it: "
+                f"train in a Python {oldest[0]}.{oldest[1]}-{newest[0]}.{newest[1]} environment "
+                f"(edge-classify works on {version})")
+    if (system, machine) not in TENSORFLOW_PLATFORMS:
+        rosetta = " (on Apple silicon, use an arm64 Python, not one under Rosetta)" if system == "Darwin" else ""
+        return (f"TensorFlow 2.21 has no wheel for {system} {machine}, so the train extra installed without it: "
+                f"train on {TRAINING_PLATFORMS}{rosetta}")
+    return f"this command needs TensorFlow, which the device install leaves out: {INSTALL_TRAIN_EXTRA}"
+
+
 def require_training_extra() -> None:
     """TensorFlow comes with the `train` extra; a device install has only the runtime.
 
@@ -52,7 +75,7 @@ def require_training_extra() -> None:
         with start_up_lines_hidden():
             import tensorflow  # noqa: F401
     except ImportError:
-        raise UserError(f"this command needs TensorFlow, which the device install leaves out: {INSTALL_TRAIN_EXTRA}") from None
+        raise UserError(missing_tensorflow_message(platform.system(), platform.machine(), sys.version_info[:2])) from None
 
 
 def run(function: Callable, *arguments, needs_tensorflow: bool = True):
