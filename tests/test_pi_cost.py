@@ -12,7 +12,10 @@ from typer.testing import CliRunner
 
 from conftest import shared_path
 from trainer.cli import app
-from trainer.pi_cost import MAX_FRAME_SPREAD, MAX_SPREAD, ModelCost, count, find_counter, problems, spread, table
+from trainer import UserError
+from trainer.pi_cost import (
+    MAX_FRAME_SPREAD, MAX_SPREAD, Counter, ModelCost, count, find_counter, problems, spread, table,
+)
 
 
 def test_no_counter_until_every_part_is_there(tmp_path):
@@ -37,6 +40,31 @@ def test_counting_without_the_counter_says_how_to_build_it(tmp_path, monkeypatch
     result = CliRunner().invoke(app, ["convert", "--output_dir", str(tmp_path), "--pi-cost"])
     assert result.exit_code == 2
     assert "make pi-cost" in result.output and "Traceback" not in result.output
+
+
+# What a broken counter's qemu does, as a shell script: its stdout and the counts file it writes.
+BROKEN_COUNTERS = {
+    "empty stdout": "",
+    "not JSON": "echo 'plugin v2 ready'",
+    "no counts file": """echo '{"0": ["", "empty"]}'""",
+    "region never recorded": """echo '{"0": ["", "empty"]}'; echo '0 100' > "$counts" """,
+}
+
+
+@pytest.mark.parametrize("broken", [*BROKEN_COUNTERS, "qemu not executable"])
+def test_a_broken_counter_is_one_user_error(tmp_path, broken):
+    qemu, plugin, model = tmp_path / "qemu-aarch64", tmp_path / "plugin.so", tmp_path / "model.tflite"
+    plugin.touch(), model.touch()
+    script = BROKEN_COUNTERS.get(broken, "")
+    # The plugin argument is "<plugin>,out=<counts file>"; the script writes there as the plugin would.
+    qemu.write_text(f'#!/bin/sh\ncounts=$(printf "%s" "$4" | sed "s/.*,out=//")\n{script}\n')
+    qemu.chmod(0o644 if broken == "qemu not executable" else 0o755)
+    root = tmp_path / "root"
+    (root / "opt" / "deps").mkdir(parents=True)
+    counter = Counter(qemu, tmp_path, plugin, "/opt/deps", {"cortex-a76": root})
+    with pytest.raises(UserError, match="the Pi counter") as raised:
+        count([model], ("cortex-a76",), counter, repeats=1)
+    assert "\n" not in str(raised.value)
 
 
 def cost(path: str, cpu: str, invoke: int, frame: int, spread: float = 0.0) -> ModelCost:

@@ -137,14 +137,26 @@ def _count_on(cpu: str, models: list[Path], counter: Counter, repeats: int) -> l
                                     timeout=SECONDS_PER_MODEL * (len(models) + 1))
         except subprocess.TimeoutExpired:
             raise UserError(f"counting on {cpu} took longer than {SECONDS_PER_MODEL} s per model") from None
+        except OSError as error:
+            raise UserError(f"the Pi counter could not run on {cpu}: {error}") from None
         if result.returncode:
             last_line = (result.stderr.strip().splitlines() or ["no message"])[-1]
             raise UserError(f"the emulated {cpu} program failed: {last_line}")
-        regions = json.loads(result.stdout.strip().splitlines()[-1])
-        counted: dict[tuple[str, str], list[int]] = {}
-        for line in counts_path.read_text().splitlines():
-            label, instructions = line.split()
-            counted.setdefault(tuple(regions[label]), []).append(int(instructions))
+        try:
+            return _read_costs(cpu, models, result.stdout, counts_path)
+        except (OSError, ValueError, KeyError, IndexError, TypeError) as error:
+            # A counter half rebuilt or a plugin of another version: one line, not a traceback.
+            raise UserError(f"the Pi counter's output could not be read on {cpu}: {type(error).__name__}: {error}; "
+                            f"rebuild it ({HOW_TO_BUILD})") from None
+
+
+def _read_costs(cpu: str, models: list[Path], stdout: str, counts_path: Path) -> list[ModelCost]:
+    """The guest's region table (its last stdout line, JSON) joined with the plugin's counts file."""
+    regions = json.loads(stdout.strip().splitlines()[-1])
+    counted: dict[tuple[str, str], list[int]] = {}
+    for line in counts_path.read_text().splitlines():
+        label, instructions = line.split()
+        counted.setdefault(tuple(regions[label]), []).append(int(instructions))
     markers = int(statistics.median(counted[("", "empty")]))
     costs = []
     for model in models:
