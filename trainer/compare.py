@@ -53,6 +53,8 @@ COMPARE_HTML = "compare.html"
 COST_CACHE_FOLDER = "compare-costs"
 # 2: each kind of device cost under its own key (format 1 had one unnamed x86 latency).
 COST_FORMAT = 2
+COST_KEYS = ("bottleneck_ms", "float32_bytes", "int8_bytes")  # besides device_costs, in a cost cache file
+DEVICE_COST_KEYS = {"cost", "cortex_a72_cost"}  # BackboneFigures fields device_costs() fills
 # Images the backbone's forward pass is timed on, TIMING_REPEATS times after one untimed batch
 # that traces the graph. Times are the fastest repeat: other work on the machine only ever adds
 # to a time, so the minimum is the least disturbed estimate (a median still moved 10x under load).
@@ -245,11 +247,27 @@ def int8_path(cost_path: Path) -> Path:
 
 
 def read_costs(path: Path) -> dict | None:
+    """A backbone's cached sizes, bottleneck time and device costs; None when the file is missing or
+    lacks a figure (truncated, hand-edited, another version), so they are measured again.
+
+    A device cost without its figures is dropped: that kind of cost is measured again.
+    """
     try:
         cached = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return cached if isinstance(cached, dict) and isinstance(cached.get("device_costs"), dict) else None
+    if not (isinstance(cached, dict) and all(is_number(cached.get(key)) for key in COST_KEYS)
+            and isinstance(cached.get("device_costs"), dict)):
+        return None
+    cached["device_costs"] = {
+        kind: costs for kind, costs in cached["device_costs"].items()
+        if isinstance(costs, dict) and is_number(costs.get("cost")) and all(map(is_number, costs.values()))
+        and set(costs) <= DEVICE_COST_KEYS}
+    return cached
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def measure_costs(lazy: LazyBackbone, options: TrainOptions, bottlenecks: np.ndarray, labels: np.ndarray,
