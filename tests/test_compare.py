@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from conftest import TINY_ARCHITECTURE
 from trainer import compare as compare_module
 from trainer.cli import app
-from trainer.compare import COST_CACHE_FOLDER, BackboneFigures, mark_front_and_recommendation
+from trainer.compare import COST_CACHE_FOLDER, BackboneFigures, mark_front_and_recommendation, read_costs
 from trainer.pi_cost import find_counter
 
 runner = CliRunner()
@@ -77,6 +77,26 @@ def test_a_rerun_builds_no_backbone_and_computes_no_bottleneck(compared, monkeyp
     assert result.exit_code == 0, result.output
     after = json.loads((report_dir / "compare.json").read_text())
     assert after == before  # same folds, same seed, same cached costs: the same figures
+
+
+@pytest.mark.parametrize("damage", ["no int8 size", "a device cost without its figure"])
+def test_a_damaged_cost_cache_file_is_measured_again(compared, monkeypatch, tmp_path_factory, damage):
+    arguments, _, report_dir, bottleneck_dir = compared
+    cost_path = sorted((bottleneck_dir / COST_CACHE_FOLDER).glob("*.json"))[0]
+    whole = json.loads(cost_path.read_text())
+    damaged = json.loads(cost_path.read_text())
+    if damage == "no int8 size":
+        del damaged["int8_bytes"]
+    else:
+        damaged["device_costs"]["x86-latency"] = {"cost": "fast"}
+    cost_path.write_text(json.dumps(damaged))
+    assert read_costs(cost_path) is None or "x86-latency" not in read_costs(cost_path)["device_costs"]
+    without_counter(monkeypatch, tmp_path_factory)
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    remeasured = json.loads(cost_path.read_text())
+    assert set(remeasured) == set(whole) and remeasured["int8_bytes"] > 0
+    assert remeasured["device_costs"]["x86-latency"]["cost"] > 0
 
 
 def test_with_the_pi_counter_built_the_cost_is_the_a76_count_and_the_recommendation_uses_it(compared, monkeypatch,
