@@ -56,7 +56,8 @@ def test_compare_writes_the_table_the_page_and_the_json_and_recommends_one(compa
     assert [row["architecture"] for row in rows if row["recommended"]] == [summary["recommended"]]
     # Said as such, with how to get the Pi counts, when the Pi instruction counter is not built.
     assert summary["cost_kind"] == "x86-latency" and "x86" in summary["cost_name"]
-    assert "cost: x86 int8 latency" in result.output and "make pi-cost" in result.output
+    assert "cost: x86 full-int8 latency" in result.output and "make pi-cost" in result.output
+    assert "--float_layers 0" in result.output
     assert "Pi 4 (A72)" not in result.output
     for architecture in (TINY_ARCHITECTURE, OTHER_TINY_ARCHITECTURE):
         assert architecture in result.output
@@ -115,7 +116,7 @@ def test_with_the_pi_counter_built_the_cost_is_the_a76_count_and_the_recommendat
     assert result.exit_code == 0, result.output
     summary = json.loads((report_dir / "compare.json").read_text())
     assert summary["cost_kind"] == "pi-instructions" and summary["cost_name"].startswith("Cortex-A76 (Pi 5)")
-    assert "cost: Cortex-A76 (Pi 5) instructions per int8 invoke" in result.output and "Pi 4 (A72)" in result.output
+    assert "cost: Cortex-A76 (Pi 5) instructions per full-int8 invoke" in result.output and "Pi 4 (A72)" in result.output
     rows = summary["backbones"]
     for row in rows:  # tiny int8 MobileNets run a few million instructions per invoke on either Pi
         assert 0.5 < row["cost"] < 100 and 0.5 < row["cortex_a72_cost"] < 100
@@ -127,7 +128,7 @@ def test_with_the_pi_counter_built_the_cost_is_the_a76_count_and_the_recommendat
     within = [row for row in rows if row["accuracy"] >= best["accuracy"] - best["accuracy_standard_error"]]
     assert summary["recommended"] == min(within, key=lambda row: (row["cost"], -row["accuracy"]))["architecture"]
     page = (report_dir / "compare.html").read_text()
-    assert "Cortex-A72 (Pi 4) instructions per int8 invoke" in page and "a count, not a time" in page
+    assert "Cortex-A72 (Pi 4) instructions per full-int8 invoke" in page and "a count, not a time" in page
 
     # Hidden again, the counter's counts are not read as latencies either.
     without_counter(monkeypatch, tmp_path_factory)

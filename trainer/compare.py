@@ -36,7 +36,7 @@ from trainer.backbones import (
     INPUT_MEAN, INPUT_STD, Backbone, build_backbone, check_imagenet_size, get_backbone, weights_id,
 )
 from trainer.bottlenecks import BottleneckCache, default_bottleneck_dir, file_keys, image_bottlenecks, make_forward
-from trainer.convert import DEFAULT_CALIBRATION_IMAGES, calibration_paths, convert_model
+from trainer.convert import DEFAULT_CALIBRATION_IMAGES, DEFAULT_FLOAT_LAYERS, calibration_paths, convert_model
 from trainer.crossval import DEFAULT_FOLDS, mean_and_standard_error
 from trainer.dataset import list_images
 from trainer.outputs import write_bytes_atomic
@@ -53,6 +53,10 @@ COMPARE_HTML = "compare.html"
 COST_CACHE_FOLDER = "compare-costs"
 # 2: each kind of device cost under its own key (format 1 had one unnamed x86 latency).
 COST_FORMAT = 2
+# Every backbone is priced alike, with no layer left in float: `convert`'s default keeps a few in
+# float (--float_layers), which costs more (docs/pi-cost.md), equally for every backbone.
+FULL_INT8_NOTE = ("Priced as full int8 (--float_layers 0); convert's default keeps "
+                  f"{DEFAULT_FLOAT_LAYERS} layers in float, which costs more.")
 COST_KEYS = ("bottleneck_ms", "float32_bytes", "int8_bytes")  # besides device_costs, in a cost cache file
 DEVICE_COST_KEYS = {"cost", "cortex_a72_cost"}  # BackboneFigures fields device_costs() fills
 # Images the backbone's forward pass is timed on, TIMING_REPEATS times after one untimed batch
@@ -97,7 +101,7 @@ class BackboneFigures:
     float32_bytes: int
     int8_bytes: int  # full-integer int8 (uint8 in and out)
     cost: float  # in the cost name's unit (DeviceCost.name): lower is cheaper
-    cortex_a72_cost: float | None = None  # Pi 4 instructions per int8 invoke, millions, when counted
+    cortex_a72_cost: float | None = None  # Pi 4 instructions per full-int8 invoke, millions, when counted
     on_front: bool = False  # no other backbone is both cheaper and at least as accurate
     recommended: bool = False
 
@@ -135,11 +139,11 @@ def choose_device_cost() -> DeviceCost:
     """Pi instruction counts when the counter of trainer/pi_cost.py is built, x86 latency otherwise."""
     counter = find_counter()
     if counter is not None:
-        return DeviceCost("pi-instructions", "Cortex-A76 (Pi 5) instructions per int8 invoke, millions",
+        return DeviceCost("pi-instructions", "Cortex-A76 (Pi 5) instructions per full-int8 invoke, millions",
                           "Counted under qemu, one thread: a count, not a time, blind to memory stalls. Beside it "
-                          "the Cortex-A72 (Pi 4), which lacks the dot-product instructions.", counter)
-    return DeviceCost("x86-latency", "x86 int8 latency on this machine, ms",
-                      f"Not a Pi figure. For Pi 4 and Pi 5 instruction counts: {HOW_TO_BUILD}.", None)
+                          "the Cortex-A72 (Pi 4), which lacks the dot-product instructions. " + FULL_INT8_NOTE, counter)
+    return DeviceCost("x86-latency", "x86 full-int8 latency on this machine, ms",
+                      f"Not a Pi figure. For Pi 4 and Pi 5 instruction counts: {HOW_TO_BUILD}. {FULL_INT8_NOTE}", None)
 
 
 class LazyBackbone:
@@ -441,7 +445,7 @@ def compare_page(result: CompareResult) -> str:
         "<table id=\"backbones\"><tr><th>backbone</th><th>k-fold accuracy ± s.e.</th><th>out-of-fold ECE</th>"
         "<th>bottleneck ms / image</th><th>float32 MB</th><th>int8 MB</th>"
         f"<th>{html.escape(device.name)}</th>"
-        f"{'<th>Cortex-A72 (Pi 4) instructions per int8 invoke, millions</th>' if device.counted else ''}"
+        f"{'<th>Cortex-A72 (Pi 4) instructions per full-int8 invoke, millions</th>' if device.counted else ''}"
         f"<th>front</th></tr>{rows}</table>",
         f"<p>Train it: <code>{html.escape(train_command(result))}</code></p>",
     ]
