@@ -16,7 +16,6 @@ import logging
 import mimetypes
 import secrets
 import threading
-import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -125,8 +124,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json({"error": str(error)}, HTTPStatus.FORBIDDEN)
         except UserError as error:
             self._send_json({"error": str(error)}, HTTPStatus.BAD_REQUEST)
-        except OSError:
-            pass  # the client went away
+        except ConnectionError:
+            pass  # the client went away (a broken pipe or a reset): no one to answer
+        except OSError as error:  # the files, not the client: say so in one line, and keep serving
+            logger.warning(f"review page: {self.path}: {error.strerror or error}")
+            self._send_json({"error": f"{error.strerror or error}"}, HTTPStatus.INTERNAL_SERVER_ERROR)
         finally:
             self.review.clients.release()
 
@@ -193,7 +195,12 @@ class _Handler(BaseHTTPRequestHandler):
         session = self.review.session
         with session.lock:
             path = session.photos[self._photo_id(argument)].path
-        self._send(mimetypes.guess_type(path.name)[0] or "application/octet-stream", path.read_bytes())
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:  # moved or removed by hand meanwhile
+            self._send_json({"error": "no such file"}, HTTPStatus.NOT_FOUND)
+            return
+        self._send(mimetypes.guess_type(path.name)[0] or "application/octet-stream", data)
 
     # --- POST ---
 
