@@ -232,6 +232,20 @@ def test_a_label_of_no_folder_or_of_an_existing_class_is_refused_as_one_line(tmp
             session.add_class("sun_flowers")
 
 
+def test_a_predicted_label_of_no_folder_is_not_offered_and_a_bad_audit_json_is_one_line(tmp_path):
+    source = bench_review.make_uncertain_folder(tmp_path / "uncertain", 3, 0, CLASSES, FRAME_SIZE)
+    records = [json.loads(line) for line in (source / UNCERTAIN_SIDECAR).read_text().splitlines()]
+    records[0]["top_k"][0]["label"] = "..."
+    (source / UNCERTAIN_SIDECAR).write_text("".join(json.dumps(record) + "\n" for record in records))
+    with session_of(source, tmp_path / "new", tmp_path) as session:
+        assert "..." not in [entry["name"] for entry in session.classes()] and session.classes()
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "audit.json").write_text("{}")
+    result = CliRunner().invoke(app, ["review", "--audit", str(tmp_path / "report")])
+    assert result.exit_code == 2 and result.output.startswith("error: cannot read") and "\n" not in result.output.strip()
+    assert "not what retrain-edge audit writes" in result.output
+
+
 def test_without_fcntl_review_says_which_systems_it_needs_and_audit_still_imports(tmp_path):
     source, data = make_folders(tmp_path, 1)
     script = ("import sys; sys.modules['fcntl'] = None\n"  # as on Windows: `import fcntl` raises ImportError

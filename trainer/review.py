@@ -274,9 +274,9 @@ class ReviewSession:
                 raise UserError(f"--audit {options.audit} has no {AUDIT_JSON}: run retrain-edge audit "
                                 f"--report_dir {options.audit} first") from None
             except (OSError, ValueError, KeyError, TypeError) as error:
-                detail = error.strerror if isinstance(error, OSError) else f"no valid {error}" if isinstance(
-                    error, (KeyError, TypeError)) else str(error)
-                raise UserError(f"cannot read {report}: {detail}; run retrain-edge audit again") from None
+                detail = error.strerror if isinstance(error, OSError) else "not what retrain-edge audit writes"
+                raise UserError(f"cannot read {report} ({detail}): run retrain-edge audit --report_dir "
+                                f"{options.audit} again") from None
             if options.source is not None and Path(options.source).expanduser().resolve() != image_dir:
                 raise UserError(f"--audit reviews the photos of {image_dir} in place; leave out SOURCE")
             if options.into is not None and Path(options.into).expanduser().resolve() != image_dir:
@@ -309,7 +309,7 @@ class ReviewSession:
         return Path(os.path.normpath(self.source / location))
 
     def _read_journal(self) -> str:
-        """The journal's text without --read_only: none when there is none yet."""
+        """The journal's text, read without opening it for writing (--read_only); none when there is none yet."""
         try:
             return (self.source / STATE_FOLDER / JOURNAL_FILE).read_text(encoding="utf-8")
         except FileNotFoundError:
