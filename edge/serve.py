@@ -245,6 +245,46 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+class BackgroundServer:
+    """A ThreadingHTTPServer serving on its own daemon threads from construction until close().
+
+    Shared by the live view and `retrain-edge review`'s page; `name` says which in errors and thread names.
+    """
+
+    def __init__(self, host: str, port: int, handler: type[BaseHTTPRequestHandler], name: str):
+        try:
+            self._server = ThreadingHTTPServer((host, port), handler)
+        except OSError as error:
+            raise UserError(f"cannot serve the {name} on {host}:{port} ({error.strerror or error})") from None
+        self._server.daemon_threads = True  # a client that stays connected does not keep the process alive
+        self.port = self._server.server_address[1]
+        self.url = f"http://{host}:{self.port}/"
+        self._thread = threading.Thread(target=self._server.serve_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Stop accepting and serving; waits at most timeout_s for the serving thread."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout_s)
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that logs nothing per request and sends whole, uncached-by-default bodies."""
+
+    def _send(self, content_type: str, body: bytes, status: HTTPStatus = HTTPStatus.OK, cache: str = "no-store") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", cache)
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args) -> None:
+        pass  # a line per request would flood a service's journal or bury a command's summary
+
+
 class LiveView:
     """The --serve HTTP server, on its own threads, showing the newest (frame, result) it was given.
 
@@ -271,18 +311,11 @@ class LiveView:
         self.clients = threading.BoundedSemaphore(MAX_CLIENTS)
         self.closing = threading.Event()
         self._connections: set[socket.socket] = set()  # of the clients being served, for close(); under _changed
-        handler = type("LiveViewHandler", (_Handler,), {"view": self})
-        try:
-            self._server = ThreadingHTTPServer((host, port), handler)
-        except OSError as error:
-            raise UserError(f"cannot serve the live view on {host}:{port} ({error.strerror or error})") from None
-        self._server.daemon_threads = True
-        self.url = f"http://{host}:{self._server.server_address[1]}/"
+        self._server = BackgroundServer(host, port, type("LiveViewHandler", (_Handler,), {"view": self}), "live view")
+        self.url = self._server.url
         if not is_loopback(host):
             logger.warning(f"the live view at {self.url} has no authentication: anyone who can reach "
                            "this address sees the camera")
-        self._thread = threading.Thread(target=self._server.serve_forever, name="live view", daemon=True)
-        self._thread.start()
 
     def add(self, frame: np.ndarray, result: Result) -> None:
         """Keep `frame` (BGR, not modified afterwards by anyone) and its result as the newest.
@@ -367,14 +400,12 @@ class LiveView:
                     connection.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(max(0.0, deadline - time.monotonic()))
+        self._server.close(max(0.0, deadline - time.monotonic()))
         with self._changed:
             self._changed.wait_for(lambda: not self._connections, max(0.0, deadline - time.monotonic()))
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     view: LiveView
     server_version = "edge-classify"
     timeout = CLIENT_TIMEOUT_S
@@ -409,14 +440,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     # Read-only: every other standard method is refused (http.server answers 501 to unknown ones).
     do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _method_not_allowed
-
-    def _send(self, content_type: str, body: bytes) -> None:
-        self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
 
     def _page(self) -> None:
         self._send("text/html; charset=utf-8", PAGE)
@@ -478,6 +501,3 @@ class _Handler(BaseHTTPRequestHandler):
             return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
         except OSError:
             return True
-
-    def log_message(self, format: str, *args) -> None:
-        pass  # a line per request would flood a service's journal; errors reach the client

@@ -17,6 +17,7 @@ from conftest import TEST_TIMEOUT_S, load_script
 from typer.testing import CliRunner
 
 from edge.collect import UNCERTAIN_SIDECAR
+from trainer import UserError
 from trainer.cli import app
 from trainer.dataset import hash_percentage, list_images
 from trainer.review import DISCARDED_FOLDER, JOURNAL_FILE, STATE_FOLDER, ReviewOptions, ReviewSession, free_name
@@ -43,9 +44,9 @@ def session_of(source: Path, data: Path, tmp_path: Path) -> ReviewSession:
 
 
 def tree(*roots: Path) -> dict[str, bytes]:
-    """Every file under the roots (journal aside) -> its bytes."""
+    """Every file under the roots (review's own state aside: journal, locks) -> its bytes."""
     return {str(path): path.read_bytes() for root in roots for path in sorted(root.rglob("*"))
-            if path.is_file() and path.name != JOURNAL_FILE}
+            if path.is_file() and STATE_FOLDER not in path.relative_to(root).parts}
 
 
 def sidecar_files(root: Path) -> list[str]:
@@ -154,7 +155,8 @@ def test_a_restart_finishes_a_journalled_move_the_crash_cut_short(tmp_path):
         entry = next(entry for entry in json.loads(session.listing())["photos"] if entry["name"] == photo.name)
         assert entry["class"] == "roses" and entry["moved"]
         assert f"roses/{photo.name}" in sidecar_files(data)
-        assert (source / STATE_FOLDER / JOURNAL_FILE).read_text() == json.dumps(line) + "\n"
+        journal = (source / STATE_FOLDER / JOURNAL_FILE).read_text()
+        assert journal == json.dumps(line) + "\n" + json.dumps({"action": 1, "done": True}) + "\n"
         session.undo()
         assert photo.read_bytes() == before[str(photo)]
     assert tree(source, data) == before  # sidecars included: the line went to DATA and came back
@@ -203,7 +205,123 @@ def test_a_second_review_of_one_folder_is_refused(tmp_path):
     source, data = make_folders(tmp_path, 1)
     with session_of(source, data, tmp_path) as session:
         result = CliRunner().invoke(app, ["review", str(source), "--into", str(data), "--serve", "127.0.0.1:0"])
-        assert result.exit_code == 2 and "another `retrain-edge review` is open" in result.output
+        assert result.exit_code == 2 and "another `retrain-edge review` is moving photos in" in result.output
+
+
+def test_a_finished_action_is_not_redone_after_a_photo_was_moved_back_by_hand(tmp_path):
+    source, data = make_folders(tmp_path, 2)
+    with session_of(source, data, tmp_path) as session:
+        session.assign([0], "roses")
+    journal = [json.loads(line) for line in (source / STATE_FOLDER / JOURNAL_FILE).read_text().splitlines()]
+    assert journal[-1] == {"action": 1, "done": True}
+    moved, back = source / journal[0]["to"], source / journal[0]["origin"]
+    os.rename(moved, back)  # the person changed their mind, by hand
+    with session_of(source, data, tmp_path):
+        assert back.exists() and not moved.exists()
+
+
+def test_a_label_of_no_folder_or_of_an_existing_class_is_refused_as_one_line(tmp_path):
+    source, data = make_folders(tmp_path, 1)
+    with session_of(source, data, tmp_path) as session:
+        for name, message in (("...", "no usable folder name"), ("Roses", "is the class 'roses'"),
+                              ("tulips-", "is the class 'tulips'"), ("-", "not a class folder name")):
+            with pytest.raises(UserError, match=message):
+                session.add_class(name)
+        session.add_class("Sun flowers")
+        with pytest.raises(UserError, match="is the class 'Sun flowers'"):
+            session.add_class("sun_flowers")
+
+
+def test_a_predicted_label_of_no_folder_is_not_offered_and_a_bad_audit_json_is_one_line(tmp_path):
+    source = bench_review.make_uncertain_folder(tmp_path / "uncertain", 3, 0, CLASSES, FRAME_SIZE)
+    records = [json.loads(line) for line in (source / UNCERTAIN_SIDECAR).read_text().splitlines()]
+    records[0]["top_k"][0]["label"] = "..."
+    (source / UNCERTAIN_SIDECAR).write_text("".join(json.dumps(record) + "\n" for record in records))
+    with session_of(source, tmp_path / "new", tmp_path) as session:
+        assert "..." not in [entry["name"] for entry in session.classes()] and session.classes()
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "audit.json").write_text("{}")
+    result = CliRunner().invoke(app, ["review", "--audit", str(tmp_path / "report")])
+    assert result.exit_code == 2 and result.output.startswith("error: cannot read") and "\n" not in result.output.strip()
+    assert "not what retrain-edge audit writes" in result.output
+
+
+def test_without_fcntl_review_says_which_systems_it_needs_and_audit_still_imports(tmp_path):
+    source, data = make_folders(tmp_path, 1)
+    script = ("import sys; sys.modules['fcntl'] = None\n"  # as on Windows: `import fcntl` raises ImportError
+              "import trainer.audit, trainer.review_page\n"
+              "from trainer.review import ReviewOptions, ReviewSession\n"
+              f"ReviewSession(ReviewOptions({str(source)!r}, {str(data)!r}))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=TEST_TIMEOUT_S)
+    assert "UserError: review needs Linux or macOS" in result.stderr
+
+
+def test_read_only_writes_nothing_and_two_viewers_both_open(tmp_path):
+    source = bench_review.make_uncertain_folder(tmp_path / "uncertain", 4, 0, CLASSES, FRAME_SIZE)
+    data = tmp_path / "not yet"
+    before = tree(source)
+    options = ReviewOptions(source, data, read_only=True, thumbnail_dir=tmp_path / "thumbnails")
+    with ReviewSession(options) as first, ReviewSession(options) as second:
+        assert len(json.loads(first.listing())["photos"]) == len(json.loads(second.listing())["photos"]) == 4
+        for change in (lambda: first.assign([0], "roses"), lambda: first.discard([0]), first.undo,
+                       lambda: first.add_class("sunflowers")):
+            with pytest.raises(UserError, match="read-only"):
+                change()
+    assert not data.exists() and not (source / STATE_FOLDER).exists() and tree(source) == before
+    with session_of(source, data, tmp_path), ReviewSession(options):  # beside a review that changes things
+        pass
+
+
+def test_a_second_review_into_the_same_data_is_refused(tmp_path):
+    source, data = make_folders(tmp_path, 2)
+    other = bench_review.make_uncertain_folder(tmp_path / "other", 2, 1, CLASSES, FRAME_SIZE)
+    with session_of(source, data, tmp_path):
+        with pytest.raises(UserError, match=f"moving photos in {data}"):
+            session_of(other, data, tmp_path)
+    with session_of(other, data, tmp_path):  # once the first is closed
+        pass
+
+
+def test_undo_skips_actions_whose_photos_are_no_longer_listed(tmp_path):
+    image_dir, _ = make_folders(tmp_path, 30)
+    flagged = sorted((image_dir / "roses").iterdir())[:2]
+    report_dir = tmp_path / "report"
+    report_dir.mkdir()
+
+    def audit_flags(*photos: Path) -> None:
+        (report_dir / "audit.json").write_text(json.dumps({"image_dir": str(image_dir), "suspected_mislabels": [
+            {"path": photo.relative_to(image_dir).as_posix(), "label": photo.parent.name, "predicted": "tulips",
+             "confidence": 0.9} for photo in photos]}))
+
+    audit_flags(*flagged)
+    options = ReviewOptions(audit=report_dir, thumbnail_dir=tmp_path / "thumbnails")
+    with ReviewSession(options) as session:
+        session.assign([0], "tulips")
+        session.assign([1], "daisy")
+    audit_flags(image_dir / "tulips" / flagged[0].name)  # audit ran again: the photo moved into daisy is gone
+    journal = (image_dir / STATE_FOLDER / JOURNAL_FILE).read_text()
+    with ReviewSession(options) as session:
+        assert session.undoable() == 1
+        session.undo()
+        assert session.undoable() == 0
+        assert (image_dir / "roses" / flagged[0].name).exists() and (image_dir / "daisy" / flagged[1].name).exists()
+        with pytest.raises(UserError, match="nothing to undo"):
+            session.undo()
+    assert journal.count("\n") + 2 == (image_dir / STATE_FOLDER / JOURNAL_FILE).read_text().count("\n")
+
+
+def test_a_photo_gone_meanwhile_is_a_404_and_a_thumbnail_survives_a_rename(served, tmp_path):
+    source, data, server = served
+    name = json.loads(server.session.listing())["photos"][0]["name"]
+    next(source.glob(f"*/{name}")).unlink()
+    assert request(server.url, "GET", "/photo/0")[0] == 404
+    assert request(server.url, "GET", "/listing.json")[0] == 200  # and the page goes on
+    status, first = request(server.url, "GET", "/thumb/1")
+    cached = sorted((tmp_path / "thumbnails").rglob("*.jpg"))
+    assert status == 200 and len(cached) == 1
+    assert post(server.url, "/assign", {"ids": [1], "class": "roses"}, server.token)[0] == 200
+    assert request(server.url, "GET", "/thumb/1")[1] == first
+    assert sorted((tmp_path / "thumbnails").rglob("*.jpg")) == cached  # the moved photo kept its thumbnail
 
 
 def request(url: str, method: str, path: str, body: bytes | None = None, headers: dict | None = None):

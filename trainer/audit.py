@@ -27,9 +27,8 @@ from trainer.bottlenecks import DECODE_THREADS, default_bottleneck_dir
 from trainer.calibration import softmax
 from trainer.crossval import hash_folds
 from trainer.dataset import MIN_IMAGES_PER_CLASS, SETS, list_images
-from trainer.outputs import write_bytes_atomic
+from trainer.outputs import AUDIT_JSON, write_bytes_atomic
 from trainer.report import GALLERY_IMAGES, gallery, html_page, thumbnail_card
-from trainer.review import AUDIT_JSON
 
 log = logging.getLogger(__name__)
 
@@ -327,7 +326,7 @@ def format_audit(result: AuditResult) -> str:
 
 
 def write_audit_json(result: AuditResult) -> None:
-    """audit.json beside audit.html: every finding, paths relative to image_dir (absolute)."""
+    """audit.json beside audit.html: every finding; each path in it is relative to its image_dir, which is absolute."""
     findings = {name: getattr(result, name) for name in ("image_count", "duplicates", "near_duplicates",
                                                         "straddling_bursts", "suspected_mislabels", "small_classes")}
     write_bytes_atomic(result.report_path.with_name(AUDIT_JSON),

@@ -35,7 +35,6 @@ TENSORFLOW_PYTHONS = ((3, 10), (3, 13))  # oldest, newest
 TRAINING_PLATFORMS = "Linux (x86_64 or aarch64), Windows x86_64 or macOS on Apple silicon"
 # TensorFlow's C++ log threshold without --verbose: errors only, no start-up information or warnings.
 QUIET_TF_LOG_LEVEL = "2"
-DEFAULT_REVIEW_ADDRESS = "127.0.0.1:8780"  # review --serve: this machine only
 
 
 def setup_output(verbose: bool) -> None:
@@ -369,17 +368,17 @@ def review_command(
     source: Path = typer.Argument(None, help="Folder of class folders to label: edge-classify's --save_uncertain or --collect output (its uncertain.jsonl gives the scores)."),
     into: Path = typer.Option(None, "--into", help="DATA: the dataset the photos go into, one folder per class (made when needed)."),
     audit: Path = typer.Option(None, "--audit", help="Review the photos `retrain-edge audit` flagged as likely mislabelled, in place: its --report_dir, holding audit.json (no SOURCE or --into)."),
-    serve: str = typer.Option(DEFAULT_REVIEW_ADDRESS, "--serve", help="[HOST:]PORT of the page; on another address than 127.0.0.1 anyone who reaches it sees the photos."),
+    serve: str = typer.Option(None, "--serve", help="[HOST:]PORT of the page (default: 127.0.0.1:8780, this machine only); on another address anyone who reaches it sees the photos."),
     read_only: bool = typer.Option(False, "--read_only", "--read-only", help="Show the page and refuse every change: for sharing a view."),
     thumbnail_dir: Path = typer.Option(None, "--thumbnail_dir", "--thumbnail-dir", help="Cache of thumbnails, made once per photo (default: ~/.cache/retrain-edge/thumbnails)."),
     verbose: bool = typer.Option(False, "--verbose", help="Also print informational messages."),
 ) -> None:
     """Label photos in a local page: each goes by an atomic rename into DATA/<class>/ or SOURCE/.discarded/,
     journalled, undoable; no TensorFlow needed."""
-    from trainer.review import ReviewOptions, default_thumbnail_dir
+    from trainer.review import DEFAULT_REVIEW_ADDRESS, ReviewOptions, default_thumbnail_dir
 
     setup_logging(verbose)
-    run(review_and_report, ReviewOptions(source=source, into=into, audit=audit, serve=serve, read_only=read_only,
+    run(review_and_report, ReviewOptions(source=source, into=into, audit=audit, serve=serve or DEFAULT_REVIEW_ADDRESS, read_only=read_only,
                                          thumbnail_dir=thumbnail_dir or default_thumbnail_dir()),
         needs_tensorflow=False)
 

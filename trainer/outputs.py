@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 RUN_FILE = "run.json"
 MODEL_FILE = "model.keras"
 LABELS_FILE = "labels.txt"
+AUDIT_JSON = "audit.json"  # written by `retrain-edge audit` beside audit.html, read by `review --audit`
 # When this run started (seconds since the epoch): temporaries older than this are another run's.
 RUN_STARTED = time.time()
 _swept_folders: set[Path] = set()

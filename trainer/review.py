@@ -4,8 +4,11 @@ SOURCE is a folder of class folders (edge-classify's --save_uncertain or --colle
 photo is moved, under its own name, into DATA/<class>/, or discarded into
 SOURCE/.discarded/<its folder>/. Nothing is deleted, nothing is overwritten:
 - every action is appended to SOURCE/.review/journal.jsonl and fsync'd before its renames, so the
-  journal always knows at least what the files show; at start, the renames of an action that a
-  crash cut short are finished (the person asked for them), so journal and files agree again;
+  journal always knows at least what the files show, and a `done` line follows its renames; at
+  start, the renames of a last action without one, which a crash cut short, are finished (the
+  person asked for them), so journal and files agree again;
+- one review at a time works on SOURCE and one on DATA (a lock in each one's .review/), so two
+  reviews never pick the same free name; --read_only writes nothing and takes no lock;
 - a photo moves by one rename within one file system, so it is whole in one place or the other;
 - a name already taken in the destination gets a suffix that the split ignores (after `_nohash_`),
   so the photo stays in the set its name puts it in, and so does the rest of its burst.
@@ -20,12 +23,11 @@ This module needs no TensorFlow: `review` starts in the time Pillow takes to imp
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
+import io
 import json
 import logging
 import os
-import re
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -33,20 +35,46 @@ from pathlib import Path
 
 from PIL import Image
 
+import edge
 from edge.collect import UNCERTAIN_SIDECAR, folder_for_label
-from edge.files import new_temporary, replacing
 from trainer import UserError
-from trainer.dataset import is_image_file_name
+from trainer.dataset import is_image_file_name, label_for_folder
+from trainer.outputs import AUDIT_JSON, write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 
 STATE_FOLDER = ".review"  # in SOURCE: the journal; hidden, so no dataset reads it as a class
 JOURNAL_FILE = "journal.jsonl"
+LOCK_FILE = "lock"  # in SOURCE/.review/ and DATA/.review/: held while a review moves photos there
 DISCARDED_FOLDER = ".discarded"  # in SOURCE
-AUDIT_JSON = "audit.json"  # written by `retrain-edge audit` beside audit.html
 THUMBNAIL_SIZE = 160  # px, the longer side: a grid cell on a laptop screen, ~6 KB as JPEG
 THUMBNAIL_QUALITY = 80  # Pillow's 0-100 scale
 NOHASH = "_nohash_"  # the split hashes a file name without what follows this (trainer.dataset)
+
+
+DEFAULT_REVIEW_ADDRESS = "127.0.0.1:8780"  # 127.0.0.1: this machine only
+
+
+def safe_folder_for_label(label: str) -> str:
+    """edge.collect.folder_for_label, its error as this package's UserError (which the CLI and page catch)."""
+    try:
+        return folder_for_label(label)
+    except edge.UserError as error:
+        raise UserError(str(error)) from None
+
+
+def lock_exclusively(file, busy: str) -> None:
+    """Hold an exclusive lock on the open `file` until it is closed; UserError `busy` when another holds it."""
+    try:
+        import fcntl  # POSIX only; Windows has no flock
+    except ImportError:
+        file.close()
+        raise UserError("review needs Linux or macOS (it locks its folders with flock)") from None
+    try:
+        fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        file.close()
+        raise UserError(busy) from None
 
 
 def default_thumbnail_dir() -> Path:
@@ -61,7 +89,7 @@ class ReviewOptions:
     source: Path | None = None  # folder of class folders to review; None with audit
     into: Path | None = None  # DATA: where labelled photos go, DATA/<class>/ (with audit: its image_dir)
     audit: Path | None = None  # --audit: the report_dir of `retrain-edge audit`, holding audit.json
-    serve: str = "127.0.0.1:8780"  # [HOST:]PORT of the page; 127.0.0.1: this machine only
+    serve: str = DEFAULT_REVIEW_ADDRESS  # [HOST:]PORT of the page
     read_only: bool = False  # show the page; refuse every change
     thumbnail_dir: Path = field(default_factory=default_thumbnail_dir)
 
@@ -118,11 +146,11 @@ def free_name(folder: Path, name: str, taken: set[Path] = frozenset()) -> Path:
 def thumbnail(path: Path, cache_folder: Path) -> bytes:
     """A JPEG of `path` at most THUMBNAIL_SIZE px, made once and cached.
 
-    The cache key is the file's name, size and modification time, which a rename keeps: a photo
-    moved into a class folder keeps its thumbnail.
+    The cache key is the file's device, inode, size and modification time, which a rename keeps: a
+    photo moved into a class folder keeps its thumbnail, and two photos of one name do not share one.
     """
     status = path.stat()
-    key = hashlib.sha1(f"{path.name}\0{status.st_size}\0{status.st_mtime_ns}".encode("utf-8", "surrogateescape"))
+    key = hashlib.sha1(f"{status.st_dev}\0{status.st_ino}\0{status.st_size}\0{status.st_mtime_ns}".encode())
     cached = cache_folder / key.hexdigest()[:2] / f"{key.hexdigest()}.jpg"
     try:
         return cached.read_bytes()
@@ -134,10 +162,13 @@ def thumbnail(path: Path, cache_folder: Path) -> bytes:
         image.draft("RGB", (round(image.width * scale), round(image.height * scale)))
         image = image.convert("RGB")
         image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        with replacing(cached, new_temporary(cached)) as temporary:
-            image.save(temporary, "JPEG", quality=THUMBNAIL_QUALITY)
-    return cached.read_bytes()
+        jpeg = io.BytesIO()
+        image.save(jpeg, "JPEG", quality=THUMBNAIL_QUALITY)
+    try:
+        write_bytes_atomic(cached, jpeg.getvalue())
+    except UserError as error:  # a cache it cannot fill costs time, not the thumbnail
+        logger.info(str(error))
+    return jpeg.getvalue()
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -172,26 +203,21 @@ class ReviewSession:
     def __init__(self, options: ReviewOptions):
         self.lock = threading.RLock()
         self.audit = options.audit is not None
+        self.read_only = options.read_only
         audit_entries = self._resolve_folders(options)
         self.discarded_folder = self.source / DISCARDED_FOLDER
         self.discarded_prefix, self.data_string = str(self.discarded_folder) + os.sep, str(self.data)
         self.thumbnail_dir = Path(options.thumbnail_dir).expanduser()
-        state = self.source / STATE_FOLDER
-        try:
-            state.mkdir(exist_ok=True)
-            self.journal = open(state / JOURNAL_FILE, "a+", encoding="utf-8")
-        except OSError as error:
-            raise UserError(f"cannot write the review journal in {state}: {error.strerror or error}") from None
-        try:
-            fcntl.flock(self.journal, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self.journal.close()
-            raise UserError(f"another `retrain-edge review` is open on {self.source}; close it first") from None
-        self.steps: list[dict] = []  # the journal's moves, in order
+        self.steps: list[dict] = []  # the journal's lines, in order
         self.version = 0  # changes made by this run; the page asks for those after the version it has
         self.changed_at: dict[int, int] = {}  # photo id -> version of its last change
-        self.stopped: str | None = None  # why no more action is taken, after a rename failed
-        self._recover()
+        self.stopped: str | None = "this review is read-only" if self.read_only else None  # why no action is taken
+        self.journal, self.locks = None, []
+        if self.read_only:
+            self.steps = self._parse_journal(self._read_journal())
+        else:
+            self._open_and_lock()
+            self._recover()
         self.photos = self._list(audit_entries)
         self._attach_records()
         self.ids = {photo.path: index for index, photo in enumerate(self.photos)}
@@ -205,9 +231,34 @@ class ReviewSession:
         self.created_classes: list[str] = []
         for group in [] if self.initial_classes else sorted({photo.group for photo in self.photos}):
             with contextlib.suppress(UserError):  # a label of dots alone names no folder
-                self.created_classes.append(folder_for_label(group))
+                self.created_classes.append(safe_folder_for_label(group))
         self.created_classes = list(dict.fromkeys(self.created_classes))
-        self.sync_sidecars()
+        if not self.read_only:
+            self.sync_sidecars()
+
+    def _open_and_lock(self) -> None:
+        """Lock SOURCE/.review/lock and DATA/.review/lock (one review per folder), then open the journal."""
+        self.locks = []
+        for root in dict.fromkeys((self.source, self.data)):
+            state = root / STATE_FOLDER
+            try:
+                state.mkdir(exist_ok=True)
+                file = open(state / LOCK_FILE, "a", encoding="utf-8")
+            except OSError as error:
+                self.close()
+                raise UserError(f"cannot write the review state in {state}: {error.strerror or error}") from None
+            try:
+                lock_exclusively(file, f"another `retrain-edge review` is moving photos in {root}; close it first")
+            except UserError:
+                self.close()
+                raise
+            self.locks.append(file)
+        try:
+            self.journal = open(self.source / STATE_FOLDER / JOURNAL_FILE, "a+", encoding="utf-8")
+        except OSError as error:
+            self.close()
+            raise UserError(f"cannot write the review journal in {self.source / STATE_FOLDER}: "
+                            f"{error.strerror or error}") from None
 
     # --- start: folders, recovery, listing ---
 
@@ -223,7 +274,9 @@ class ReviewSession:
                 raise UserError(f"--audit {options.audit} has no {AUDIT_JSON}: run retrain-edge audit "
                                 f"--report_dir {options.audit} first") from None
             except (OSError, ValueError, KeyError, TypeError) as error:
-                raise UserError(f"cannot read {report}: {error!r}") from None
+                detail = error.strerror if isinstance(error, OSError) else "not what retrain-edge audit writes"
+                raise UserError(f"cannot read {report} ({detail}): run retrain-edge audit --report_dir "
+                                f"{options.audit} again") from None
             if options.source is not None and Path(options.source).expanduser().resolve() != image_dir:
                 raise UserError(f"--audit reviews the photos of {image_dir} in place; leave out SOURCE")
             if options.into is not None and Path(options.into).expanduser().resolve() != image_dir:
@@ -236,12 +289,13 @@ class ReviewSession:
         if not options_source.is_dir():
             raise UserError(f"{options_source} is not a folder of class folders")
         self.source = options_source.resolve()
-        try:
-            options_data.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise UserError(f"cannot create {options_data}: {error.strerror or error}") from None
+        if not options.read_only:
+            try:
+                options_data.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise UserError(f"cannot create {options_data}: {error.strerror or error}") from None
         self.data = options_data.resolve()
-        if self.source.stat().st_dev != self.data.stat().st_dev:
+        if self.data.exists() and self.source.stat().st_dev != self.data.stat().st_dev:
             raise UserError(f"{self.source} and {self.data} are on different file systems; a photo moves by an "
                             "atomic rename, which needs one: copy SOURCE next to DATA first")
         return entries
@@ -254,22 +308,40 @@ class ReviewSession:
         """The path a journal location names ("../data/roses/x.jpg" from SOURCE: DATA/roses/x.jpg)."""
         return Path(os.path.normpath(self.source / location))
 
+    def _read_journal(self) -> str:
+        """The journal's text, read without opening it for writing (--read_only); none when there is none yet."""
+        try:
+            return (self.source / STATE_FOLDER / JOURNAL_FILE).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return ""
+        except OSError as error:
+            raise UserError(f"cannot read the review journal in {self.source / STATE_FOLDER}: "
+                            f"{error.strerror or error}") from None
+
+    def _parse_journal(self, text: str) -> list[dict]:
+        """The journal's lines; a last line cut short by a crash was never acted on and is left out."""
+        text = text[:text.rfind("\n") + 1]
+        try:
+            return [json.loads(line) for line in text.splitlines()]
+        except json.JSONDecodeError as error:
+            raise UserError(f"the review journal in {self.source / STATE_FOLDER} is damaged ({error}); only its last "
+                            "line can be cut short by a crash, so it was edited: mend or remove that line") from None
+
     def _recover(self) -> None:
-        """Read the journal; finish the renames of the last action if a crash cut it short."""
+        """Read the journal; finish the renames of the last action if a crash cut it short (it has no `done`)."""
         self.journal.seek(0)
         text = self.journal.read()
         if text and not text.endswith("\n"):  # a line cut short was never acted on: its renames come after it
             self.journal.truncate(text.rfind("\n") + 1)
-            text = text[:text.rfind("\n") + 1]
-        try:
-            self.steps = [json.loads(line) for line in text.splitlines()]
-        except json.JSONDecodeError as error:
-            raise UserError(f"the review journal {self.journal.name} is damaged ({error}); only its last line "
-                            "can be cut short by a crash, so it was edited: mend or remove that line") from None
+        self.steps = self._parse_journal(text)
         if not self.steps:
             return
+        last = self.steps[-1]["action"]
+        # Journals before `done` lines have none: their last action is finished as it always was.
+        if any(step.get("done") for step in self.steps if step["action"] == last):
+            return
         finished = 0
-        for step in self._moves_of(self.steps[-1]["action"]):
+        for step in self._moves_of(last):
             origin, target = self._path(step["from"]), self._path(step["to"])
             if os.path.lexists(origin) and not os.path.lexists(target):
                 try:
@@ -282,6 +354,7 @@ class ReviewSession:
         if finished:
             logger.warning(f"finished {finished} move{'s' * (finished != 1)} of the last action, which a stopped "
                            f"review had journalled but not done")
+        self._journal([{"action": last, "done": True}])
 
     def _list(self, audit_entries: list[dict]) -> list[Photo]:
         """The photos to review, where they are now, grouped by predicted label, worst score first."""
@@ -357,12 +430,13 @@ class ReviewSession:
             if text == current:
                 continue
             if text:
-                with replacing(sidecar, new_temporary(sidecar)) as temporary:
-                    temporary.write_text(text, encoding="utf-8")
+                write_bytes_atomic(sidecar, text.encode("utf-8"))
             else:  # every photo it listed went to the other folder, and so did its line
                 sidecar.unlink()
 
     def _class_names(self) -> list[str]:
+        if not self.data.is_dir():  # --read_only into a DATA not made yet
+            return []
         return sorted(entry.name for entry in os.scandir(self.data) if entry.is_dir() and not entry.name.startswith("."))
 
     def classes(self) -> list[dict]:
@@ -401,10 +475,17 @@ class ReviewSession:
 
     def add_class(self, name: str) -> str:
         """A class typed in the page; its folder is made when a photo goes in (an empty class folder stops train)."""
-        folder = folder_for_label(name)
-        if folder != name.strip() or folder.startswith("."):
+        if self.read_only:
+            raise UserError(self.stopped)
+        folder = safe_folder_for_label(name)
+        label = label_for_folder(folder)
+        if folder != name.strip() or folder.startswith(".") or not label:
             raise UserError(f"{name!r} is not a class folder name: use letters, digits, spaces, '-' or '_'")
         with self.lock:
+            same = [other for other in self._class_names() + self.created_classes
+                    if other != folder and label_for_folder(other) == label]
+            if same:  # train would refuse a dataset with two folders of one label
+                raise UserError(f"{name!r} is the class {same[0]!r} to train; use that one")
             if folder not in self.created_classes:
                 self.created_classes.append(folder)
         return folder
@@ -433,16 +514,20 @@ class ReviewSession:
         return len(self._undo_stack())
 
     def _undo_stack(self) -> list[int]:
+        """The actions not taken back that moved a photo of this listing to where it still is: an action whose
+        photos are no longer listed (audit ran again, say) has nothing undo could show."""
         undone = {step["undoes"] for step in self.steps if "undoes" in step}
-        return [action for action in dict.fromkeys(step["action"] for step in self.steps if "undoes" not in step)
-                if action not in undone]
+        listed = {step["action"] for step in self.steps if "to" in step and "undoes" not in step
+                  and self._path(step["to"]) in self.ids}
+        return [action for action in dict.fromkeys(step["action"] for step in self.steps if "to" in step)
+                if action in listed and action not in undone]
 
     def undo(self) -> dict:
         """Take back the last action not yet taken back: its moves in reverse order."""
         with self.lock:
             stack = self._undo_stack()
             if not stack:
-                raise UserError("nothing to undo")
+                raise UserError("nothing to undo" if not self.read_only else self.stopped)
             action = stack[-1]
             moves = []
             for step in reversed(self._moves_of(action)):
@@ -452,7 +537,8 @@ class ReviewSession:
             return self._move(moves, "undo", undoes=action)
 
     def _moves_of(self, action: int) -> list[dict]:
-        """The journalled moves of one action (an undo that found nothing to move has a line without one)."""
+        """The journalled moves of one action (its `done` line has none, nor has an undo that an earlier
+        version journalled with nothing to move)."""
         return [step for step in self.steps if step["action"] == action and "to" in step]
 
     def _move(self, moves: list[tuple[int, Path]], kind: str, undoes: int | None = None) -> dict:
@@ -471,14 +557,7 @@ class ReviewSession:
             if undoes is not None:
                 step["undoes"] = undoes
             steps.append((photo_id, target, step))
-        if steps or undoes is not None:
-            self.journal.write("".join(json.dumps(step) + "\n" for _, _, step in steps)
-                               or json.dumps({"action": action, "kind": kind, "undoes": undoes}) + "\n")
-            self.journal.flush()
-            os.fsync(self.journal.fileno())
-        self.steps.extend(step for _, _, step in steps)
-        if not steps and undoes is not None:
-            self.steps.append({"action": action, "kind": kind, "undoes": undoes})
+        self._journal([step for _, _, step in steps])
         since = self.version
         self.version += 1
         for photo_id, target, _ in steps:
@@ -497,6 +576,8 @@ class ReviewSession:
             self.ids[target] = photo_id
             self.photo_json[photo_id] = self._photo_json(photo_id)
             self.changed_at[photo_id] = self.version
+        if steps:
+            self._journal([{"action": action, "done": True}])
         if kind == "undo":
             for folder in {(self._path(step["to"])).parent for step in self._moves_of(undoes)}:
                 if folder.parent == self.data and folder.name not in self.initial_classes:
@@ -506,6 +587,19 @@ class ReviewSession:
                         pass
         self.sync_sidecars()
         return self.changes(since)
+
+    def _journal(self, lines: list[dict]) -> None:
+        """Append the lines to the journal and fsync: they are on disk before anything they describe is done."""
+        if not lines:
+            return
+        try:
+            self.journal.write("".join(json.dumps(line) + "\n" for line in lines))
+            self.journal.flush()
+            os.fsync(self.journal.fileno())
+        except OSError as error:
+            self.stopped = f"cannot write the review journal {self.journal.name}: {error.strerror or error}"
+            raise UserError(self.stopped) from None
+        self.steps.extend(lines)
 
     def summary(self) -> ReviewSummary:
         with self.lock:
@@ -521,7 +615,9 @@ class ReviewSession:
             return ReviewSummary(self.data, self.discarded_folder, dict(moved), discarded, left)
 
     def close(self) -> None:
-        self.journal.close()  # and with it the lock
+        for file in [self.journal, *self.locks]:
+            if file is not None:
+                file.close()  # and with it its lock
 
     def __enter__(self) -> ReviewSession:
         return self

@@ -16,12 +16,11 @@ import logging
 import mimetypes
 import secrets
 import threading
-import time
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from edge.serve import is_loopback, parse_address
+import edge
+from edge.serve import BackgroundServer, QuietHandler, is_loopback, parse_address
 from trainer import UserError
 from trainer.review import ReviewOptions, ReviewSession, ReviewSummary, thumbnail
 
@@ -33,7 +32,6 @@ CLIENT_TIMEOUT_S = 30.0  # a client that sends nothing for this long is dropped
 MAX_BODY_BYTES = 1 << 20  # a POST body: ids of 10,000 photos fit in a tenth of it
 TOKEN_HEADER = "X-Review-Token"
 PHOTO_ROUTES = {"thumb", "photo"}  # the only ones with anything after their name: /thumb/ID
-CLOSE_TIMEOUT_S = 3.0
 
 
 class Refused(UserError):
@@ -49,22 +47,17 @@ class ReviewServer:
         self.run = secrets.token_hex(4)  # not secret: keeps the browser's cached thumbnails to this run's ids
         self.finished = threading.Event()
         self.clients = threading.BoundedSemaphore(MAX_CLIENTS)
-        handler = type("ReviewHandler", (_Handler,), {"review": self})
         try:
-            self._server = ThreadingHTTPServer((host, port), handler)
-        except OSError as error:
-            raise UserError(f"cannot serve the review page on {host}:{port} ({error.strerror or error})") from None
-        self._server.daemon_threads = True
-        port = self._server.server_address[1]
-        self.url = f"http://{host}:{port}/"
+            self._server = BackgroundServer(host, port, type("ReviewHandler", (_Handler,), {"review": self}), "review page")
+        except edge.UserError as error:
+            raise UserError(str(error)) from None
+        port, self.url = self._server.port, self._server.url
         # Behind a loopback address only this machine's names for it are accepted: a page of another site
         # whose name was made to point here (DNS rebinding) sends its own name and is refused.
         self.hosts = {f"{host}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"} if is_loopback(host) else None
         if self.hosts is None:
             logger.warning(f"the review page at {self.url} has no authentication: anyone who can reach this "
                            "address sees the photos" + ("" if read_only else " and can move them (add --read_only)"))
-        self._thread = threading.Thread(target=self._server.serve_forever, name="review page", daemon=True)
-        self._thread.start()
 
     def page(self) -> bytes:
         settings = json.dumps({"token": "" if self.read_only else self.token, "readOnly": self.read_only,
@@ -72,9 +65,7 @@ class ReviewServer:
         return PAGE.replace("/*SETTINGS*/{}", settings).encode()
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(CLOSE_TIMEOUT_S)
+        self._server.close()
 
     def __enter__(self) -> ReviewServer:
         return self
@@ -99,7 +90,7 @@ def is_number(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     review: ReviewServer
     server_version = "retrain-edge-review"
     # Keep-alive: a screen of thumbnails over the browser's six connections, not a connection and a thread each.
@@ -125,8 +116,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json({"error": str(error)}, HTTPStatus.FORBIDDEN)
         except UserError as error:
             self._send_json({"error": str(error)}, HTTPStatus.BAD_REQUEST)
-        except OSError:
-            pass  # the client went away
+        except ConnectionError:
+            pass  # the client went away (a broken pipe or a reset): no one to answer
+        except OSError as error:  # the files, not the client: say so in one line, and keep serving
+            logger.warning(f"review page: {self.path}: {error.strerror or error}")
+            self._send_json({"error": f"{error.strerror or error}"}, HTTPStatus.INTERNAL_SERVER_ERROR)
         finally:
             self.review.clients.release()
 
@@ -143,15 +137,6 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._serve({"assign": self._assign, "discard": self._discard, "undo": self._undo, "class": self._class,
                      "finish": self._finish})
-
-    def _send(self, content_type: str, body: bytes, status: HTTPStatus = HTTPStatus.OK, cache: str = "no-store") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", cache)
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.end_headers()
-        self.wfile.write(body)
 
     def _send_json(self, value, status: HTTPStatus = HTTPStatus.OK) -> None:
         if status != HTTPStatus.OK:
@@ -193,7 +178,12 @@ class _Handler(BaseHTTPRequestHandler):
         session = self.review.session
         with session.lock:
             path = session.photos[self._photo_id(argument)].path
-        self._send(mimetypes.guess_type(path.name)[0] or "application/octet-stream", path.read_bytes())
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:  # moved or removed by hand meanwhile
+            self._send_json({"error": "no such file"}, HTTPStatus.NOT_FOUND)
+            return
+        self._send(mimetypes.guess_type(path.name)[0] or "application/octet-stream", data)
 
     # --- POST ---
 
@@ -247,9 +237,6 @@ class _Handler(BaseHTTPRequestHandler):
         self._body()
         self._send_json({"finished": True})
         self.review.finished.set()
-
-    def log_message(self, format: str, *args) -> None:
-        pass  # a line per thumbnail would bury the one line that matters: the summary
 
 
 PAGE = r"""<!doctype html>
