@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import load_script, shared_path
+from conftest import broken_counter, load_script, shared_path
 from trainer import UserError
 from trainer.cli import app
-from trainer.pi_cost import Counter, ModelCost, count, find_counter
+from trainer.pi_cost import ModelCost, count, find_counter
 
 
 def test_no_counter_until_every_part_is_there(tmp_path):
@@ -45,7 +45,7 @@ MAX_FRAME_SPREAD, MAX_SPREAD, problems, spread, table = (
     script.MAX_FRAME_SPREAD, script.MAX_SPREAD, script.problems, script.spread, script.table)
 
 
-# What a broken counter's qemu does, as a shell script: its stdout and the counts file it writes.
+# What a broken counter's qemu does (conftest.broken_counter).
 BROKEN_COUNTERS = {
     "empty stdout": "",
     "not JSON": "echo 'plugin v2 ready'",
@@ -56,15 +56,11 @@ BROKEN_COUNTERS = {
 
 @pytest.mark.parametrize("broken", [*BROKEN_COUNTERS, "qemu not executable"])
 def test_a_broken_counter_is_one_user_error(tmp_path, broken):
-    qemu, plugin, model = tmp_path / "qemu-aarch64", tmp_path / "plugin.so", tmp_path / "model.tflite"
-    plugin.touch(), model.touch()
-    script = BROKEN_COUNTERS.get(broken, "")
-    # The plugin argument is "<plugin>,out=<counts file>"; the script writes there as the plugin would.
-    qemu.write_text(f'#!/bin/sh\ncounts=$(printf "%s" "$4" | sed "s/.*,out=//")\n{script}\n')
-    qemu.chmod(0o644 if broken == "qemu not executable" else 0o755)
-    root = tmp_path / "root"
-    (root / "opt" / "deps").mkdir(parents=True)
-    counter = Counter(qemu, tmp_path, plugin, "/opt/deps", {"cortex-a76": root})
+    counter = find_counter(broken_counter(tmp_path / "counter", BROKEN_COUNTERS.get(broken, "")))
+    if broken == "qemu not executable":
+        counter.qemu.chmod(0o644)
+    model = tmp_path / "model.tflite"
+    model.touch()
     with pytest.raises(UserError, match="the Pi counter") as raised:
         count([model], ("cortex-a76",), counter, repeats=1)
     assert "\n" not in str(raised.value)
