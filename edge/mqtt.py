@@ -29,15 +29,18 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import numpy as np
 from PIL import Image
 
 from . import UserError
-from .classify import Summary
 from .health import Health
-from .results import UNKNOWN_LABEL, Result
+from .results import UNKNOWN_LABEL, Result, region_of
+
+if TYPE_CHECKING:  # only an annotation needs the classify loop; importing it would tie MQTT to it
+    from .classify import Summary
 
 logger = logging.getLogger(__name__)
 
@@ -214,11 +217,6 @@ class MqttPublisher:
     def connected(self) -> bool:
         return self._connected
 
-    def status(self) -> dict:
-        """For the live view: the broker, whether it is connected, outages and events dropped so far."""
-        return {"broker": str(self.broker), "connected": self._connected, "outages": self.outages,
-                "events_dropped": self.events_dropped}
-
     def _connect(self) -> None:
         try:
             self.client.connect(self.broker.host, self.broker.port, KEEPALIVE_S)
@@ -301,8 +299,7 @@ class MqttPublisher:
                     self.events_dropped += 1
                 self.events.append((result, previous))
             if self.options.snapshot:
-                x, y, width, height = result.region or (0, 0, frame.shape[1], frame.shape[0])
-                self.snapshot_frame, self.snapshot_due = frame[y:y + height, x:x + width].copy(), True
+                self.snapshot_frame, self.snapshot_due = region_of(frame, result).copy(), True
             self.changed.notify()
 
     # the publisher thread
