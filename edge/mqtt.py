@@ -138,7 +138,12 @@ def check_options(options: MqttOptions) -> Broker:
 
 def _password(options: MqttOptions) -> str | None:
     if options.password_file is not None:
-        return options.password_file.read_text().rstrip("\r\n")
+        try:
+            return options.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as error:
+            raise UserError(f"cannot read --mqtt_password_file {options.password_file}: {error.strerror}") from None
+        except UnicodeDecodeError:
+            raise UserError(f"--mqtt_password_file {options.password_file} is not UTF-8 text") from None
     return os.environ.get(PASSWORD_ENV)
 
 
@@ -197,9 +202,12 @@ class MqttPublisher:
         if self.broker.username:
             self.client.username_pw_set(self.broker.username, _password(options))
         if self.broker.tls:
-            self.client.tls_set(ca_certs=options.ca_file and str(options.ca_file),
-                                certfile=options.cert_file and str(options.cert_file),
-                                keyfile=options.key_file and str(options.key_file))
+            try:
+                self.client.tls_set(ca_certs=options.ca_file and str(options.ca_file),
+                                    certfile=options.cert_file and str(options.cert_file),
+                                    keyfile=options.key_file and str(options.key_file))
+            except OSError as error:  # ssl.SSLError too: not PEM, or a key that is not the certificate's
+                raise UserError(f"cannot use --mqtt_ca/--mqtt_cert/--mqtt_key: {error.strerror or error}") from None
         self.client.will_set(self.topic_of("availability"), "offline", qos=QOS, retain=True)
         self.client.reconnect_delay_set(*RECONNECT_DELAY_S)
         self.client.max_queued_messages_set(PAHO_QUEUE_MAX)
