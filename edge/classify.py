@@ -286,16 +286,19 @@ def _stop_on_signals(stop: threading.Event, summary: Summary) -> Iterator[None]:
     def request_stop(signum: int, _frame) -> None:
         summary.interrupted, summary.terminated = signum == signal.SIGINT, signum == signal.SIGTERM
         stop.set()
+        restore()
+
+    def restore() -> None:
         for number, handler in previous.items():
-            signal.signal(number, handler)
+            if handler is not None:  # None: set outside Python, which cannot be put back from here
+                signal.signal(number, handler)
 
     for number in (signal.SIGINT, signal.SIGTERM):
         previous[number] = signal.signal(number, request_stop)
     try:
         yield
     finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+        restore()
 
 
 # (the model, the stream's frames per second, None when unknown; the run's stop event; the run's summary,

@@ -177,13 +177,17 @@ def _collect(folder: Path, label: str | None, every: float, camera: str | None, 
 def _run_reporting_errors(work):
     """Run `work`; a UserError is one `error:` line and exit 2; print the summary it returns.
 
-    Ctrl-C (the summary's `interrupted`) exits EXIT_INTERRUPTED after the summary.
+    Ctrl-C (the summary's `interrupted`) exits EXIT_INTERRUPTED after the summary; before the run
+    has one (while the model loads), it exits EXIT_INTERRUPTED at once.
     """
     try:
         summary = work()
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     print(str(summary), file=sys.stderr)
     if summary.interrupted:
         raise typer.Exit(EXIT_INTERRUPTED)

@@ -284,6 +284,17 @@ def test_ctrl_c_ends_cleanly_with_a_complete_video(color_models, tmp_path):
     assert count_frames(saved) == 5
 
 
+def test_ctrl_c_while_the_model_loads_exits_130_without_a_traceback(color_models, tmp_path, monkeypatch):
+    import edge.classify
+
+    def interrupted_load(*args, **kwargs):
+        raise KeyboardInterrupt  # what Ctrl-C raises in the main thread before the run's handlers are set
+
+    monkeypatch.setattr(edge.classify, "load_model", interrupted_load)
+    result = invoke("--model", color_models["float"], "--camera", write_video(tmp_path / "clip.avi", ["red"] * 2))
+    assert result.exit_code == 130 and result.stderr == "interrupted\n", result.output
+
+
 # Every error: one sentence on stderr, exit code 2, no traceback.
 
 @pytest.mark.parametrize("case", ["no input", "missing model", "empty model", "not tflite", "no default model",
