@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -354,3 +355,15 @@ except UserError as error:
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.startswith("--serve needs OpenCV"), completed.stdout
+    # edge-classify finds it with the other options, before the model is loaded or the camera opened.
+    code = """
+import sys
+sys.modules["cv2"] = None
+from edge.cli import main
+main()
+"""
+    for option in (["--serve", "127.0.0.1:0"], ["--save", "out.avi"], ["--display"]):
+        completed = subprocess.run([sys.executable, "-c", code, "--model", "no-such-model.tflite", "--camera", "picamera",
+                                    *option], capture_output=True, text=True, timeout=60, env={**os.environ, "DISPLAY": ":0"})
+        assert completed.returncode == 2, completed.stderr
+        assert completed.stderr == "error: --save, --display and --serve need OpenCV: pip install 'retrain-edge[camera]'\n"
