@@ -196,7 +196,9 @@ def test_cli_collect_from_a_video_then_a_second_run_adds_without_overwriting(tmp
 @pytest.mark.parametrize("arguments, message", [
     (["--collect", "data"], "--collect needs --label"),
     (["--collect", "data", "--label", "cat"], "--collect needs --camera"),
-    (["--collect", "data", "--label", "cat", "--camera", "clip.avi", "--save_uncertain", "u"], "--save, --display, --save_uncertain, --motion and --interval classify"),
+    (["--collect", "data", "--label", "cat", "--camera", "clip.avi", "--save_uncertain", "u"], "--save, --display, --save_uncertain, --motion, --interval and --mqtt classify"),
+    (["--collect", "data", "--label", "cat", "--camera", "clip.avi", "--mqtt", "mqtt://127.0.0.1"],
+     "--save, --display, --save_uncertain, --motion, --interval and --mqtt classify"),
     (["--label", "cat", "--camera", "clip.avi"], "--label names the class for --collect"),
     (["--collect", "data", "--label", "..", "--camera", "clip.avi"], "the label '..' gives no usable folder name"),
 ])

@@ -374,6 +374,7 @@ def test_tls_with_a_ca_file_and_a_client_certificate(color_models, tmp_path):
     ("http://127.0.0.1", "--mqtt takes mqtt[s]://[user@]host[:port], not 'http://127.0.0.1'"),
     ("mqtt://127.0.0.1:99999", "--mqtt takes mqtt[s]://[user@]host[:port]"),
     ("mqtt://edge:s3cret@127.0.0.1", "--mqtt must not carry a password"),
+    ("", "--mqtt takes mqtt[s]://[user@]host[:port], not ''"),
     ("mqtt://no-such-host.invalid", "cannot connect to the MQTT broker no-such-host.invalid:1883: "),
     ("mqtt://127.0.0.1:{closed}", "cannot connect to the MQTT broker 127.0.0.1:{closed}: Connection refused"),
 ])
