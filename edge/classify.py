@@ -148,11 +148,6 @@ def top_labels(scores: np.ndarray, labels: list[str], k: int, threshold: float =
     return (top[0][0] if top[0][1] >= threshold else UNKNOWN_LABEL), top
 
 
-def frame_pixels(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """BGR uint8 (H, W, 3) frame -> RGB uint8 (height, width, 3) at size, resized as the trainer resizes."""
-    return resize_bgr(frame, size)
-
-
 def classify_frame(model: Model, frame: np.ndarray, top_k: int, threshold: float = 0.0,
                    recent_scores: deque | None = None) -> tuple[str, list[tuple[str, float]], float, float]:
     """BGR frame -> (label, top-k, preprocess seconds, inference seconds): edge-classify's stream path.
@@ -160,7 +155,7 @@ def classify_frame(model: Model, frame: np.ndarray, top_k: int, threshold: float
     recent_scores: a deque(maxlen=N) of the last score vectors; the top-k is taken on their mean.
     """
     start = time.perf_counter()
-    tensor = model.preprocess(frame_pixels(frame, model.input_size))
+    tensor = model.preprocess(resize_bgr(frame, model.input_size))
     preprocessed = time.perf_counter()
     scores = model.infer(tensor)
     inferred = time.perf_counter()
