@@ -148,11 +148,6 @@ def top_labels(scores: np.ndarray, labels: list[str], k: int, threshold: float =
     return (top[0][0] if top[0][1] >= threshold else UNKNOWN_LABEL), top
 
 
-def frame_pixels(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """BGR uint8 (H, W, 3) frame -> RGB uint8 (height, width, 3) at size, resized as the trainer resizes."""
-    return resize_bgr(frame, size)
-
-
 def classify_frame(model: Model, frame: np.ndarray, top_k: int, threshold: float = 0.0,
                    recent_scores: deque | None = None) -> tuple[str, list[tuple[str, float]], float, float]:
     """BGR frame -> (label, top-k, preprocess seconds, inference seconds): edge-classify's stream path.
@@ -160,7 +155,7 @@ def classify_frame(model: Model, frame: np.ndarray, top_k: int, threshold: float
     recent_scores: a deque(maxlen=N) of the last score vectors; the top-k is taken on their mean.
     """
     start = time.perf_counter()
-    tensor = model.preprocess(frame_pixels(frame, model.input_size))
+    tensor = model.preprocess(resize_bgr(frame, model.input_size))
     preprocessed = time.perf_counter()
     scores = model.infer(tensor)
     inferred = time.perf_counter()
@@ -286,16 +281,19 @@ def _stop_on_signals(stop: threading.Event, summary: Summary) -> Iterator[None]:
     def request_stop(signum: int, _frame) -> None:
         summary.interrupted, summary.terminated = signum == signal.SIGINT, signum == signal.SIGTERM
         stop.set()
+        restore()
+
+    def restore() -> None:
         for number, handler in previous.items():
-            signal.signal(number, handler)
+            if handler is not None:  # None: set outside Python, which cannot be put back from here
+                signal.signal(number, handler)
 
     for number in (signal.SIGINT, signal.SIGTERM):
         previous[number] = signal.signal(number, request_stop)
     try:
         yield
     finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+        restore()
 
 
 # (the model, the stream's frames per second, None when unknown; the run's stop event; the run's summary,

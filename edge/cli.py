@@ -122,7 +122,7 @@ def classify(
     setup_logging(verbose)
     if collect_dir is not None:
         _collect(collect_dir, label, every, camera, inputs, max_frames, max_reconnects, serve, crop,
-                 bool(save or display or save_uncertain or motion or interval is not None))
+                 bool(save or display or save_uncertain or motion or interval is not None or mqtt is not None))
         return
     if label is not None:
         print("error: --label names the class for --collect DIR", file=sys.stderr)
@@ -134,9 +134,9 @@ def classify(
         motion_threshold=motion_threshold, interval=interval)
     consumer_options = ConsumerOptions(save=save, display=display, serve=serve, save_uncertain=save_uncertain,
                                        margin=margin, save_every=save_every, save_max=save_max,
-                                       mqtt=mqtt and MqttOptions(mqtt, mqtt_topic, mqtt_password_file, mqtt_ca, mqtt_cert,
-                                                                 mqtt_key, debounce, heartbeat, mqtt_snapshot,
-                                                                 not no_discovery, discovery_prefix))
+                                       mqtt=None if mqtt is None else MqttOptions(  # --mqtt "": parse_url says why not
+                                           mqtt, mqtt_topic, mqtt_password_file, mqtt_ca, mqtt_cert, mqtt_key, debounce,
+                                           heartbeat, mqtt_snapshot, not no_discovery, discovery_prefix))
 
     def on_result(result: Result) -> None:
         print(json.dumps(result.to_json()) if json_lines else _format_result(result, camera), flush=True)
@@ -163,7 +163,7 @@ def _collect(folder: Path, label: str | None, every: float, camera: str | None, 
     problem = ("--collect needs --label NAME, the class being photographed" if label is None
                else "--collect needs --camera (a camera, video file or stream)" if camera is None
                else "--collect takes frames from --camera, not image files" if inputs
-               else "--save, --display, --save_uncertain, --motion and --interval classify; --collect does not"
+               else "--save, --display, --save_uncertain, --motion, --interval and --mqtt classify; --collect does not"
                if classifying else None)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
@@ -177,13 +177,17 @@ def _collect(folder: Path, label: str | None, every: float, camera: str | None, 
 def _run_reporting_errors(work):
     """Run `work`; a UserError is one `error:` line and exit 2; print the summary it returns.
 
-    Ctrl-C (the summary's `interrupted`) exits EXIT_INTERRUPTED after the summary.
+    Ctrl-C (the summary's `interrupted`) exits EXIT_INTERRUPTED after the summary; before the run
+    has one (while the model loads), it exits EXIT_INTERRUPTED at once.
     """
     try:
         summary = work()
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     print(str(summary), file=sys.stderr)
     if summary.interrupted:
         raise typer.Exit(EXIT_INTERRUPTED)

@@ -25,7 +25,7 @@ from PIL import Image
 from . import UserError
 from .files import new_temporary, replacing
 from .region import Cropper, parse_crop
-from .results import Result
+from .results import Result, region_of
 from .sources import open_camera
 
 logger = logging.getLogger(__name__)
@@ -207,9 +207,9 @@ class UncertainSaver:
         return relative
 
     def add(self, frame: np.ndarray, result: Result) -> None:
-        """Offer a classified stream frame."""
+        """Offer a classified stream frame; what is saved is what the model was shown (its --crop region)."""
         timestamp = result.frame / self.fps if self.fps else result.time
-        self.offer(frame, timestamp, result.top_k, result.to_json())
+        self.offer(region_of(frame, result), timestamp, result.top_k, result.to_json())
 
     def close(self) -> None:
         if self.sidecar is not None:

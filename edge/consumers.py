@@ -66,6 +66,11 @@ def frame_consumers(options: ConsumerOptions, classify: ClassifyOptions,
     if options.display and sys.platform.startswith("linux") and not (
             os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         raise UserError("--display needs a screen and none is set (no DISPLAY); use --save out.mp4 on a headless device")
+    if options.save or options.display or options.serve:
+        try:
+            import cv2  # noqa: F401
+        except ImportError:  # picamera2 frames need no OpenCV; drawing, writing and encoding them do
+            raise UserError("--save, --display and --serve need OpenCV: pip install 'retrain-edge[camera]'") from None
     if options.serve:
         from .serve import parse_address
 
@@ -105,10 +110,8 @@ class FrameOutput:
     def __init__(self, save: Path | None, display: bool, fps: float, stop: threading.Event):
         self.save, self.display, self.fps, self.stop = save, display, fps, stop
         self.writer = None
-        try:
-            import cv2
-        except ImportError:  # picamera2 frames need no OpenCV; drawing and writing them do
-            raise UserError("--save and --display need OpenCV: pip install 'retrain-edge[camera]'") from None
+        import cv2  # frame_consumers checked that it is installed
+
         self.cv2 = cv2
 
     def add(self, frame: np.ndarray, result: Result) -> None:

@@ -180,6 +180,21 @@ class _CheckedTable(_FlatTable):
         _within(data, vtable, vtable_size, "a table's field list")
         _within(data, position, max(table_size, 4), "a table")
         super().__init__(data, position)
+        self.table_size = table_size
+
+    def _field(self, field: int) -> int | None:
+        position = super()._field(field)
+        # Every field lies inside its table, which was checked to lie inside the file.
+        if position is not None and position - self.position >= self.table_size:
+            raise DamagedModel(f"a field at byte {position} lies past the end of its table")
+        return position
+
+    def scalar(self, field: int, fmt: str, default: int = 0) -> int:
+        position = self._field(field)
+        if position is None:
+            return default
+        _within(self.data, position, struct.calcsize(fmt), "a field")
+        return struct.unpack_from(fmt, self.data, position)[0]
 
     def _target(self, field: int) -> int | None:
         position = self._field(field)

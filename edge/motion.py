@@ -46,7 +46,6 @@ class Gate:
         self.motion, self.threshold, self.interval = motion, threshold, interval
         self.background: np.ndarray | None = None
         self.last: float | None = None  # timestamp of the last frame let through
-        self.changed = 0.0  # fraction of the region's pixels that changed in the last frame checked
 
     def check(self, region: np.ndarray, timestamp: float) -> str | None:
         """Why the frame whose `region` (BGR) was captured at `timestamp` (s) is classified; None: skip it."""
@@ -68,6 +67,6 @@ class Gate:
             self.background = grey
             return False
         difference = grey - self.background
-        self.changed = float(np.count_nonzero(np.abs(difference) > PIXEL_DELTA)) / difference.size
+        changed = float(np.count_nonzero(np.abs(difference) > PIXEL_DELTA)) / difference.size  # fraction of pixels
         self.background += BACKGROUND_RATE * difference
-        return self.changed >= self.threshold
+        return changed >= self.threshold

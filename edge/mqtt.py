@@ -29,15 +29,18 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import numpy as np
 from PIL import Image
 
 from . import UserError
-from .classify import Summary
 from .health import Health
-from .results import UNKNOWN_LABEL, Result
+from .results import UNKNOWN_LABEL, Result, region_of
+
+if TYPE_CHECKING:  # only an annotation needs the classify loop; importing it would tie MQTT to it
+    from .classify import Summary
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +138,12 @@ def check_options(options: MqttOptions) -> Broker:
 
 def _password(options: MqttOptions) -> str | None:
     if options.password_file is not None:
-        return options.password_file.read_text().rstrip("\r\n")
+        try:
+            return options.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as error:
+            raise UserError(f"cannot read --mqtt_password_file {options.password_file}: {error.strerror}") from None
+        except UnicodeDecodeError:
+            raise UserError(f"--mqtt_password_file {options.password_file} is not UTF-8 text") from None
     return os.environ.get(PASSWORD_ENV)
 
 
@@ -194,9 +202,12 @@ class MqttPublisher:
         if self.broker.username:
             self.client.username_pw_set(self.broker.username, _password(options))
         if self.broker.tls:
-            self.client.tls_set(ca_certs=options.ca_file and str(options.ca_file),
-                                certfile=options.cert_file and str(options.cert_file),
-                                keyfile=options.key_file and str(options.key_file))
+            try:
+                self.client.tls_set(ca_certs=options.ca_file and str(options.ca_file),
+                                    certfile=options.cert_file and str(options.cert_file),
+                                    keyfile=options.key_file and str(options.key_file))
+            except OSError as error:  # ssl.SSLError too: not PEM, or a key that is not the certificate's
+                raise UserError(f"cannot use --mqtt_ca/--mqtt_cert/--mqtt_key: {error.strerror or error}") from None
         self.client.will_set(self.topic_of("availability"), "offline", qos=QOS, retain=True)
         self.client.reconnect_delay_set(*RECONNECT_DELAY_S)
         self.client.max_queued_messages_set(PAHO_QUEUE_MAX)
@@ -213,11 +224,6 @@ class MqttPublisher:
     @property
     def connected(self) -> bool:
         return self._connected
-
-    def status(self) -> dict:
-        """For the live view: the broker, whether it is connected, outages and events dropped so far."""
-        return {"broker": str(self.broker), "connected": self._connected, "outages": self.outages,
-                "events_dropped": self.events_dropped}
 
     def _connect(self) -> None:
         try:
@@ -301,8 +307,7 @@ class MqttPublisher:
                     self.events_dropped += 1
                 self.events.append((result, previous))
             if self.options.snapshot:
-                x, y, width, height = result.region or (0, 0, frame.shape[1], frame.shape[0])
-                self.snapshot_frame, self.snapshot_due = frame[y:y + height, x:x + width].copy(), True
+                self.snapshot_frame, self.snapshot_due = region_of(frame, result).copy(), True
             self.changed.notify()
 
     # the publisher thread

@@ -57,6 +57,14 @@ class FrameConsumer(Protocol):
         """Finish: the run is over."""
 
 
+def region_of(frame: np.ndarray, result: Result) -> np.ndarray:
+    """The part of `frame` the model was shown for `result`: its --crop region, or the whole frame (a view)."""
+    if result.region is None:
+        return frame
+    x, y, width, height = result.region
+    return frame[y:y + height, x:x + width]
+
+
 def annotate(frame: np.ndarray, result: Result) -> np.ndarray:
     """A copy of the BGR `frame` with the result drawn on it: the region, then on a dark band at the
     top the label and score, and the frame's number, age and trigger.

@@ -10,8 +10,8 @@
   far (CHANGES_KEPT), the latest result and the health.
 - `/latest.json`: the last result (the --json fields); `/health.json`: the health.
 
-Anything else is 404, nothing is read from disk, and at most MAX_CLIENTS requests are served at
-once (others get 503). It is a frame consumer beside the classify loop: `add` only keeps a
+Anything else is 404, nothing is read from disk, and at most MAX_STREAMS video and event streams
+are served at once (others get 503; the short requests are always answered). It is a frame consumer beside the classify loop: `add` only keeps a
 reference to the newest (frame, result), and each client's own thread annotates and encodes
 the newest frame, or encodes the new results, when it is ready for them, so a slow client never
 slows classification; one that falls more than EVENTS_KEPT results behind misses the oldest.
@@ -42,7 +42,12 @@ from .results import Result, annotate
 logger = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"  # only this device sees the view unless another address is given
-MAX_CLIENTS = 4  # requests served at once: a Pi's CPU belongs to the classifier
+# /stream.mjpg and /events served at once. An open page holds one of each, so this lets 4 tabs
+# watch; each stream encodes on its own thread, and beyond that a Pi's CPU belongs to the
+# classifier. The short requests (/, /latest.json, /health.json) end at once and are not counted,
+# so a health poller is answered however many tabs are open.
+MAX_STREAMS = 8
+STREAM_PATHS = ("/stream.mjpg", "/events")
 STREAM_MAX_FPS = 15.0  # frames sent per second per client, at most: a person watching needs no more
 JPEG_QUALITY = 80  # OpenCV's 0-100 scale
 CLIENT_TIMEOUT_S = 10.0  # a client that takes no data for this long is dropped, freeing its place
@@ -308,7 +313,7 @@ class LiveView:
         self._result_sequence = 0  # how many distinct results were added; numbers /events messages
         self._results: deque[tuple[int, Result]] = deque(maxlen=EVENTS_KEPT)
         self._changes: deque[tuple[int, dict]] = deque(maxlen=CHANGES_KEPT)  # (result number, `change` event)
-        self.clients = threading.BoundedSemaphore(MAX_CLIENTS)
+        self.streams = threading.BoundedSemaphore(MAX_STREAMS)
         self.closing = threading.Event()
         self._connections: set[socket.socket] = set()  # of the clients being served, for close(); under _changed
         self._server = BackgroundServer(host, port, type("LiveViewHandler", (_Handler,), {"view": self}), "live view")
@@ -416,8 +421,9 @@ class _Handler(QuietHandler):
         if route is None:
             self.send_error(HTTPStatus.NOT_FOUND)
             return
-        if not self.view.clients.acquire(blocking=False):
-            self.send_error(HTTPStatus.SERVICE_UNAVAILABLE, f"at most {MAX_CLIENTS} clients at once")
+        streaming = self.path.partition("?")[0] in STREAM_PATHS
+        if streaming and not self.view.streams.acquire(blocking=False):
+            self.send_error(HTTPStatus.SERVICE_UNAVAILABLE, f"at most {MAX_STREAMS} streams at once")
             return
         try:
             if not self.view.admit(self.connection):
@@ -430,7 +436,8 @@ class _Handler(QuietHandler):
             finally:
                 self.view.leave(self.connection)
         finally:
-            self.view.clients.release()
+            if streaming:
+                self.view.streams.release()
 
     def _method_not_allowed(self) -> None:
         self.send_response(HTTPStatus.METHOD_NOT_ALLOWED)

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from edge.classify import classify_frame  # noqa: E402
 from edge.results import Result  # noqa: E402
 from edge.model import load_model  # noqa: E402
-from edge.serve import MAX_CLIENTS, LiveView  # noqa: E402
+from edge.serve import MAX_STREAMS, LiveView  # noqa: E402
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "shared" / "data" / "thirdparty" / "mobilenet_v2_1.0_224_quant.tflite"
 FRAME_SIZE = (480, 640)  # (height, width), a typical USB webcam
@@ -120,7 +120,7 @@ def main() -> None:
         "no --serve (baseline)": lambda view: contextlib.nullcontext(),
         "--serve, nobody watching": lambda view: contextlib.nullcontext(),
         "--serve, 1 client reading the stream": lambda view: reading_clients(view, 1),
-        f"--serve, {MAX_CLIENTS} clients reading the stream": lambda view: reading_clients(view, MAX_CLIENTS),
+        f"--serve, {MAX_STREAMS} clients reading the stream": lambda view: reading_clients(view, MAX_STREAMS),
         "--serve, 1 stalled client (never reads)": lambda view: stalled_client(view),
     }
     rates: dict[str, list[float]] = {name: [] for name in conditions}

@@ -196,7 +196,9 @@ def test_cli_collect_from_a_video_then_a_second_run_adds_without_overwriting(tmp
 @pytest.mark.parametrize("arguments, message", [
     (["--collect", "data"], "--collect needs --label"),
     (["--collect", "data", "--label", "cat"], "--collect needs --camera"),
-    (["--collect", "data", "--label", "cat", "--camera", "clip.avi", "--save_uncertain", "u"], "--save, --display, --save_uncertain, --motion and --interval classify"),
+    (["--collect", "data", "--label", "cat", "--camera", "clip.avi", "--save_uncertain", "u"], "--save, --display, --save_uncertain, --motion, --interval and --mqtt classify"),
+    (["--collect", "data", "--label", "cat", "--camera", "clip.avi", "--mqtt", "mqtt://127.0.0.1"],
+     "--save, --display, --save_uncertain, --motion, --interval and --mqtt classify"),
     (["--label", "cat", "--camera", "clip.avi"], "--label names the class for --collect"),
     (["--collect", "data", "--label", "..", "--camera", "clip.avi"], "the label '..' gives no usable folder name"),
 ])
@@ -235,6 +237,28 @@ def test_cli_save_uncertain_keeps_the_rate_and_the_cap_and_writes_the_sidecar(co
     result = invoke("--model", color_models["float"], "--camera", video, "--threshold", "0.9",
                     "--save_uncertain", uncertain, "--save_max", "2")
     assert result.exit_code == 0 and len(list(uncertain.glob("*/*.jpg"))) == 2  # full: nothing more
+
+
+def test_cli_save_uncertain_with_crop_saves_only_the_region_the_model_saw(color_models, tmp_path):
+    import cv2
+
+    # Left half red (sure), right half the purple the model is unsure of; --crop takes the right half.
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 48))
+    picture = np.full((48, 64, 3), COLOR_BGR["red"], np.uint8)
+    picture[:, 32:] = (200, 0, 200)
+    for _ in range(5):
+        writer.write(picture)
+    writer.release()
+    uncertain = tmp_path / "uncertain"
+    result = invoke("--model", color_models["float"], "--camera", video, "--threshold", "0.9", "--crop", "32,0,32,48",
+                    "--save_uncertain", uncertain, "--save_max", "1")
+    assert result.exit_code == 0, result.output
+    [saved] = uncertain.glob("*/*.jpg")
+    with Image.open(saved) as image:
+        assert image.size == (32, 48)
+        red, green, blue = np.asarray(image.convert("RGB"), np.float32).mean(axis=(0, 1))
+    assert red > 150 and blue > 150 and green < 60, (red, green, blue)  # purple only: no red half
 
 
 def test_cli_save_uncertain_margin_needs_two_scores(color_models, tmp_path):

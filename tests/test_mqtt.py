@@ -313,6 +313,10 @@ def test_password_from_a_file_or_the_environment_never_argv(color_models, tmp_pa
         os.environ["EDGE_CLASSIFY_MQTT_PASSWORD"] = "s3cret"
         result = invoke("--model", color_models["float"], "--camera", clip, "--mqtt", url, "--mqtt_topic", TOPIC)
         assert result.exit_code == 0, result.output
+        secret.write_bytes(b"\xffs3cret\n")
+        result = invoke("--model", color_models["float"], "--camera", clip, "--mqtt", url, "--mqtt_password_file", secret)
+        assert result.exit_code == 2 and result.stderr == f"error: --mqtt_password_file {secret} is not UTF-8 text\n", \
+            result.output
     finally:
         os.environ.pop("EDGE_CLASSIFY_MQTT_PASSWORD", None)
         broker.stop()
@@ -355,7 +359,10 @@ def test_tls_with_a_ca_file_and_a_client_certificate(color_models, tmp_path):
                 (client, f"cannot connect to the MQTT broker 127.0.0.1:{broker.port}: "
                          "[SSL: CERTIFICATE_VERIFY_FAILED]"),
                 (["--mqtt_ca", tmp_path / "ca.pem"],
-                 f"the MQTT broker 127.0.0.1:{broker.port} closed the connection before accepting it")):
+                 f"the MQTT broker 127.0.0.1:{broker.port} closed the connection before accepting it"),
+                (["--mqtt_ca", tmp_path / "ca.key"], "cannot use --mqtt_ca/--mqtt_cert/--mqtt_key: "),
+                (["--mqtt_cert", tmp_path / "client.pem", "--mqtt_key", tmp_path / "server.key"],
+                 "cannot use --mqtt_ca/--mqtt_cert/--mqtt_key: ")):
             result = invoke("--model", color_models["float"], "--camera", clip, "--mqtt", url, *args)
             assert result.exit_code == 2, result.output
             assert result.stderr.startswith(f"error: {expected}") and result.stderr.count("\n") == 1, result.stderr
@@ -367,6 +374,7 @@ def test_tls_with_a_ca_file_and_a_client_certificate(color_models, tmp_path):
     ("http://127.0.0.1", "--mqtt takes mqtt[s]://[user@]host[:port], not 'http://127.0.0.1'"),
     ("mqtt://127.0.0.1:99999", "--mqtt takes mqtt[s]://[user@]host[:port]"),
     ("mqtt://edge:s3cret@127.0.0.1", "--mqtt must not carry a password"),
+    ("", "--mqtt takes mqtt[s]://[user@]host[:port], not ''"),
     ("mqtt://no-such-host.invalid", "cannot connect to the MQTT broker no-such-host.invalid:1883: "),
     ("mqtt://127.0.0.1:{closed}", "cannot connect to the MQTT broker 127.0.0.1:{closed}: Connection refused"),
 ])

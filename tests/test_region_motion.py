@@ -148,7 +148,7 @@ def test_crop_of_a_stream_and_of_collected_frames(color_models, tmp_path):
     (["--crop", "0,40,10,10", "--collect", "data", "--label", "door"], "--crop 0,40,10,10 does not fit in the 64x48"),
     (["--motion", "--motion_threshold", "0"], "--motion_threshold is a fraction of the region's pixels"),
     (["--interval", "0"], "--interval must be more than 0 seconds"),
-    (["--motion", "--collect", "data", "--label", "door"], "--save, --display, --save_uncertain, --motion and"),
+    (["--motion", "--collect", "data", "--label", "door"], "--save, --display, --save_uncertain, --motion, --interval and --mqtt"),
 ])
 def test_bad_crop_and_motion_options_are_one_error_line(args, expected, color_models, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -412,7 +413,15 @@ def test_the_command_prints_a_summary_and_the_next_command_without_tensorflow(tm
         assert post(url, "/assign", {"ids": [0, 1], "class": "roses"}, token)[0] == 200
         assert post(url, "/discard", {"ids": [2]}, token)[0] == 200
         assert post(url, "/finish", {}, token)[0] == 200
-        output, errors = process.communicate(timeout=TEST_TIMEOUT_S)
+        # Through the buffered files start_review's readline used (communicate() reads the raw
+        # descriptors and would lose what readline buffered), bounded by the watchdog.
+        watchdog = threading.Timer(TEST_TIMEOUT_S, process.kill)
+        watchdog.start()
+        try:
+            output, errors = process.stdout.read(), process.stderr.read()
+            process.wait(TEST_TIMEOUT_S)
+        finally:
+            watchdog.cancel()
     finally:
         process.kill()
     assert process.returncode == 0, errors

@@ -194,6 +194,7 @@ def tensor_field_position(content: bytes, tensor: int, field: int) -> int:
     ("name not text", "is damaged (a name at byte"),
     ("buffer past the end", "is damaged (buffer 0 ends at byte 1100, past the end of the file"),
     ("tensor that is not there", "is damaged (an operator or the graph names a tensor the model does not have)"),
+    ("field past its table", "lies past the end of its table"),
     ("constant without its data", "could not run (Input tensor 1 lacks data)"),
 ])
 def test_a_damaged_model_is_one_error_line_never_a_crash(damage, expected, color_models, red_image, tmp_path):
@@ -206,6 +207,11 @@ def test_a_damaged_model_is_one_error_line_never_a_crash(damage, expected, color
         content = flatbuffer_model(buffer_offset=1000, buffer_size=100)
     elif damage == "tensor that is not there":
         content = flatbuffer_model(graph_inputs=(5,))
+    elif damage == "field past its table":  # the buffer's offset field moved far past the end of the file
+        content = flatbuffer_model(buffer_offset=1000, buffer_size=100)
+        buffer = _CheckedTable(content, struct.unpack_from("<I", content, 0)[0]).tables(4)[0]
+        entry = buffer.vtable + 4 + 2 * 1
+        content = content[:entry] + struct.pack("<H", 0xFFF0) + content[entry + 2:]
     else:  # the Dense layer's weights (tensor 1) pointed at the input's empty buffer (that of tensor 0)
         weights_buffer = tensor_field_position(content, 1, 2)
         input_buffer = struct.unpack_from("<I", content, tensor_field_position(content, 0, 2))[0]

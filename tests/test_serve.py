@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from edge.classify import ClassifyOptions, run
 from edge.consumers import ConsumerOptions, frame_consumers
 from edge.health import Health
 from edge.results import Result
-from edge.serve import EVENTS_KEPT, MAX_CLIENTS, LiveView
+from edge.serve import EVENTS_KEPT, MAX_STREAMS, LiveView
 
 JSON_FIELDS = {"source", "frame", "time", "label", "top_k", "latency_ms", "frame_age_ms", "trigger", "region"}
 HEALTH_FIELDS = {"uptime_s", "fps", "frame_age_ms", "dropped", "skipped", "mqtt", "cpu_temperature_c", "throttled",
@@ -73,9 +74,9 @@ def latest(port: int) -> dict:
     raise AssertionError("no result in /latest.json")
 
 
-def open_stream(port: int) -> http.client.HTTPResponse:
+def open_stream(port: int, path: str = "/stream.mjpg") -> http.client.HTTPResponse:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    connection.request("GET", "/stream.mjpg")
+    connection.request("GET", path)
     return connection.getresponse()
 
 
@@ -188,17 +189,22 @@ def test_a_client_that_never_reads_events_never_slows_add():
         view.close()
 
 
-def test_more_than_max_clients_get_503(serving):
+def test_four_tabs_fit_and_only_streams_beyond_max_get_503(serving):
     serving = serving.port
-    streams = [open_stream(serving) for _ in range(MAX_CLIENTS)]
+    # Four open pages, each holding its video and its events.
+    streams = [open_stream(serving, path) for _ in range(4) for path in ("/stream.mjpg", "/events")]
+    streams += [open_stream(serving) for _ in range(MAX_STREAMS - len(streams))]
     try:
         assert all(stream.status == 200 for stream in streams)
-        assert get(serving, "/latest.json")[0] == 503
-        assert get(serving, "/")[0] == 503
+        assert open_stream(serving).status == 503 and open_stream(serving, "/events").status == 503
+        # The short requests are answered however many streams are open: a health poller, a new page.
+        assert [get(serving, path)[0] for path in ("/health.json", "/latest.json", "/")] == [200, 200, 200]
     finally:
         streams.pop().close()
     for _ in range(50):  # the server sees the closed stream at its next frame
-        if get(serving, "/latest.json")[0] == 200:
+        extra = open_stream(serving)
+        if extra.status == 200:
+            extra.close()
             break
         time.sleep(0.05)
     else:
@@ -293,11 +299,13 @@ def test_closed_tabs_free_their_places_while_no_frames_come():
     """During a camera outage no frame comes to fail a write on: a tab closed meanwhile must still leave."""
     view = LiveView("127.0.0.1", 0)
     try:
-        for stream in [open_stream(port_of(view)) for _ in range(MAX_CLIENTS)]:
+        for stream in [open_stream(port_of(view)) for _ in range(MAX_STREAMS)]:
             assert stream.status == 200
             stream.close()
         for _ in range(50):
-            if request(port_of(view), "GET", "/latest.json")[0] == 200:
+            extra = open_stream(port_of(view))
+            extra.close()
+            if extra.status == 200:
                 break
             time.sleep(0.1)
         else:
@@ -347,3 +355,15 @@ except UserError as error:
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.startswith("--serve needs OpenCV"), completed.stdout
+    # edge-classify finds it with the other options, before the model is loaded or the camera opened.
+    code = """
+import sys
+sys.modules["cv2"] = None
+from edge.cli import main
+main()
+"""
+    for option in (["--serve", "127.0.0.1:0"], ["--save", "out.avi"], ["--display"]):
+        completed = subprocess.run([sys.executable, "-c", code, "--model", "no-such-model.tflite", "--camera", "picamera",
+                                    *option], capture_output=True, text=True, timeout=60, env={**os.environ, "DISPLAY": ":0"})
+        assert completed.returncode == 2, completed.stderr
+        assert completed.stderr == "error: --save, --display and --serve need OpenCV: pip install 'retrain-edge[camera]'\n"

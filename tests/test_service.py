@@ -102,13 +102,16 @@ def test_signal_during_save_leaves_a_complete_video(camera, color_models, tmp_pa
         [sys.executable, "-c", "from edge.cli import main; main()", "--model", str(color_models["float"]),
          "--camera", camera.url, "--json", "--save", str(saved)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    watchdog = threading.Timer(TEST_TIMEOUT_S, process.kill)  # readline below waits at most this long
+    watchdog = threading.Timer(TEST_TIMEOUT_S, process.kill)  # the reads below wait at most this long
     watchdog.start()
     try:
         lines = [process.stdout.readline() for _ in range(10)]
         assert all(lines), process.stderr.read()
         process.send_signal(signal_number)
-        stdout, stderr = process.communicate(timeout=TEST_TIMEOUT_S)
+        # Read through the same buffered files as readline: communicate() reads the raw descriptors
+        # and would lose the lines readline has already buffered.
+        stdout, stderr = process.stdout.read(), process.stderr.read()
+        process.wait(TEST_TIMEOUT_S)
     finally:
         watchdog.cancel()
         process.kill()
