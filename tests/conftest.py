@@ -46,6 +46,28 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
+def broken_counter(folder: Path, script: str) -> Path:
+    """A Pi counter (trainer.pi_cost) in folder whose qemu is a shell script: its stdout and the
+    counts file it writes ("$counts"), as a broken or mismatched counter would. Returns folder.
+
+    The plugin argument qemu gets is "<plugin>,out=<counts file>"; the script writes there as the plugin would.
+    """
+    import json
+
+    qemu, plugin = folder / "qemu-aarch64", folder / "plugin.so"
+    folder.mkdir(parents=True, exist_ok=True)
+    plugin.touch()
+    qemu.write_text(f'#!/bin/sh\ncounts=$(printf "%s" "$4" | sed "s/.*,out=//")\n{script}\n')
+    qemu.chmod(0o755)
+    roots = {cpu: folder / "roots" / cpu for cpu in ("cortex-a72", "cortex-a76")}
+    for root in roots.values():
+        (root / "opt" / "deps").mkdir(parents=True, exist_ok=True)
+    (folder / "counter.json").write_text(json.dumps({
+        "qemu": str(qemu), "library_path": str(folder), "plugin": str(plugin), "site_path": "/opt/deps",
+        "roots": {cpu: str(root) for cpu, root in roots.items()}}))
+    return folder
+
+
 def load_script(name: str):
     """Import a script from scripts/ (they are not a package)."""
     spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")

@@ -12,6 +12,7 @@ from trainer.calibration import (
     expected_calibration_error, fit_temperature, format_precision_coverage, negative_log_likelihood, precision_coverage,
 )
 from trainer.crossval import hash_folds, out_of_fold_logits
+from trainer.dataset import set_for_file
 from trainer.train import (
     LABEL_SMOOTHING_GRID, STEP_SHARE_GRID, WEIGHT_DECAY_GRID, SoftmaxHead, TrainOptions, cross_validate, train_head,
 )
@@ -88,6 +89,15 @@ def test_hash_folds_keep_a_burst_together_and_cover_every_fold():
     assert fold_of[-1] == fold_of[-2]
     assert np.bincount(fold_of, minlength=5).min() > 60  # about a fifth each
     assert np.array_equal(fold_of[:10], hash_folds(names[:10], 5))  # a photo's fold depends on its name alone
+
+
+@pytest.mark.parametrize("validation_percentage, testing_percentage", [(10, 10), (0, 20)])
+def test_hash_folds_are_balanced_whatever_the_split_holds_back(validation_percentage, testing_percentage):
+    # Folds are cut from training + validation: the split's ranges must not shrink or empty a fold.
+    names = [f"photo{index}.jpg" for index in range(2000)]
+    kept = [name for name in names if set_for_file(name, validation_percentage, testing_percentage) != "testing"]
+    counts = np.bincount(hash_folds(kept, 5), minlength=5)
+    assert counts.min() > 0.8 * len(kept) / 5 and counts.max() < 1.2 * len(kept) / 5
 
 
 def test_choose_regularisation_tries_the_grid_and_keeps_the_lowest_out_of_fold_nll():

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from conftest import TINY_ARCHITECTURE
 from trainer import compare as compare_module
 from trainer.cli import app
-from trainer.compare import COST_CACHE_FOLDER, BackboneFigures, mark_front_and_recommendation
+from trainer.compare import COST_CACHE_FOLDER, BackboneFigures, mark_front_and_recommendation, read_costs
 from trainer.pi_cost import find_counter
 
 runner = CliRunner()
@@ -56,7 +56,8 @@ def test_compare_writes_the_table_the_page_and_the_json_and_recommends_one(compa
     assert [row["architecture"] for row in rows if row["recommended"]] == [summary["recommended"]]
     # Said as such, with how to get the Pi counts, when the Pi instruction counter is not built.
     assert summary["cost_kind"] == "x86-latency" and "x86" in summary["cost_name"]
-    assert "cost: x86 int8 latency" in result.output and "make pi-cost" in result.output
+    assert "cost: x86 full-int8 latency" in result.output and "make pi-cost" in result.output
+    assert "--float_layers 0" in result.output
     assert "Pi 4 (A72)" not in result.output
     for architecture in (TINY_ARCHITECTURE, OTHER_TINY_ARCHITECTURE):
         assert architecture in result.output
@@ -79,6 +80,26 @@ def test_a_rerun_builds_no_backbone_and_computes_no_bottleneck(compared, monkeyp
     assert after == before  # same folds, same seed, same cached costs: the same figures
 
 
+@pytest.mark.parametrize("damage", ["no int8 size", "a device cost without its figure"])
+def test_a_damaged_cost_cache_file_is_measured_again(compared, monkeypatch, tmp_path_factory, damage):
+    arguments, _, report_dir, bottleneck_dir = compared
+    cost_path = sorted((bottleneck_dir / COST_CACHE_FOLDER).glob("*.json"))[0]
+    whole = json.loads(cost_path.read_text())
+    damaged = json.loads(cost_path.read_text())
+    if damage == "no int8 size":
+        del damaged["int8_bytes"]
+    else:
+        damaged["device_costs"]["x86-latency"] = {"cost": "fast"}
+    cost_path.write_text(json.dumps(damaged))
+    assert read_costs(cost_path) is None or "x86-latency" not in read_costs(cost_path)["device_costs"]
+    without_counter(monkeypatch, tmp_path_factory)
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    remeasured = json.loads(cost_path.read_text())
+    assert set(remeasured) == set(whole) and remeasured["int8_bytes"] > 0
+    assert remeasured["device_costs"]["x86-latency"]["cost"] > 0
+
+
 def test_with_the_pi_counter_built_the_cost_is_the_a76_count_and_the_recommendation_uses_it(compared, monkeypatch,
                                                                                            tmp_path_factory):
     if find_counter() is None:
@@ -95,7 +116,7 @@ def test_with_the_pi_counter_built_the_cost_is_the_a76_count_and_the_recommendat
     assert result.exit_code == 0, result.output
     summary = json.loads((report_dir / "compare.json").read_text())
     assert summary["cost_kind"] == "pi-instructions" and summary["cost_name"].startswith("Cortex-A76 (Pi 5)")
-    assert "cost: Cortex-A76 (Pi 5) instructions per int8 invoke" in result.output and "Pi 4 (A72)" in result.output
+    assert "cost: Cortex-A76 (Pi 5) instructions per full-int8 invoke" in result.output and "Pi 4 (A72)" in result.output
     rows = summary["backbones"]
     for row in rows:  # tiny int8 MobileNets run a few million instructions per invoke on either Pi
         assert 0.5 < row["cost"] < 100 and 0.5 < row["cortex_a72_cost"] < 100
@@ -107,7 +128,7 @@ def test_with_the_pi_counter_built_the_cost_is_the_a76_count_and_the_recommendat
     within = [row for row in rows if row["accuracy"] >= best["accuracy"] - best["accuracy_standard_error"]]
     assert summary["recommended"] == min(within, key=lambda row: (row["cost"], -row["accuracy"]))["architecture"]
     page = (report_dir / "compare.html").read_text()
-    assert "Cortex-A72 (Pi 4) instructions per int8 invoke" in page and "a count, not a time" in page
+    assert "Cortex-A72 (Pi 4) instructions per full-int8 invoke" in page and "a count, not a time" in page
 
     # Hidden again, the counter's counts are not read as latencies either.
     without_counter(monkeypatch, tmp_path_factory)

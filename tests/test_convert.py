@@ -30,6 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 from make_sample_data import make_sample_dataset  # noqa: E402
 
+from conftest import broken_counter  # noqa: E402
+
 ARCHITECTURE = "mobilenet_v2_0.35_96"
 # Real weights (the 224 px ones fit any input size): a random backbone's outputs are so close to
 # ties that any quantisation flips some of them, which would prove nothing about the converter.
@@ -113,6 +115,18 @@ def test_calibration_paths_take_classes_in_turn_deterministically():
     assert sum(path.startswith("a/") for path in picked) == 3  # all of the small class, then the rest
     everything = calibration_paths(training, 100)
     assert everything[:8] == picked and sorted(everything) == sorted(training["a"] + training["b"])
+
+
+def test_a_failed_pi_count_leaves_no_model_beside_the_old_outputs(output_dir, tmp_path, monkeypatch):
+    # The counter is found, then cannot be read: the count fails after the proof.
+    monkeypatch.setenv("ARM64_CHECK_CACHE", str(tmp_path / "arm64"))
+    broken_counter(tmp_path / "arm64" / "pi-cost", "echo 'not the guest'")
+    result = runner.invoke(app, ["convert", "--output_dir", str(output_dir), "--pi_cost"])
+    assert result.exit_code == 2 and "the Pi counter's output could not be read" in result.output
+    assert "Traceback" not in result.output
+    assert not (output_dir / "model.tflite").exists()
+    assert "conversion" not in json.loads((output_dir / "run.json").read_text())
+    assert not [path for path in output_dir.iterdir() if "tmp" in path.name or "partial" in path.name]
 
 
 def test_float32_by_default_matches_keras_and_carries_labels(output_dir):

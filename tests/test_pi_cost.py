@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import shared_path
+from conftest import broken_counter, load_script, shared_path
+from trainer import UserError
 from trainer.cli import app
-from trainer.pi_cost import MAX_FRAME_SPREAD, MAX_SPREAD, ModelCost, count, find_counter, problems, spread, table
+from trainer.pi_cost import ModelCost, count, find_counter
 
 
 def test_no_counter_until_every_part_is_there(tmp_path):
@@ -37,6 +38,32 @@ def test_counting_without_the_counter_says_how_to_build_it(tmp_path, monkeypatch
     result = CliRunner().invoke(app, ["convert", "--output_dir", str(tmp_path), "--pi-cost"])
     assert result.exit_code == 2
     assert "make pi-cost" in result.output and "Traceback" not in result.output
+
+# The judging and the table of counts belong to the script that prints them.
+script = load_script("pi_cost")
+MAX_FRAME_SPREAD, MAX_SPREAD, problems, spread, table = (
+    script.MAX_FRAME_SPREAD, script.MAX_SPREAD, script.problems, script.spread, script.table)
+
+
+# What a broken counter's qemu does (conftest.broken_counter).
+BROKEN_COUNTERS = {
+    "empty stdout": "",
+    "not JSON": "echo 'plugin v2 ready'",
+    "no counts file": """echo '{"0": ["", "empty"]}'""",
+    "region never recorded": """echo '{"0": ["", "empty"]}'; echo '0 100' > "$counts" """,
+}
+
+
+@pytest.mark.parametrize("broken", [*BROKEN_COUNTERS, "qemu not executable"])
+def test_a_broken_counter_is_one_user_error(tmp_path, broken):
+    counter = find_counter(broken_counter(tmp_path / "counter", BROKEN_COUNTERS.get(broken, "")))
+    if broken == "qemu not executable":
+        counter.qemu.chmod(0o644)
+    model = tmp_path / "model.tflite"
+    model.touch()
+    with pytest.raises(UserError, match="the Pi counter") as raised:
+        count([model], ("cortex-a76",), counter, repeats=1)
+    assert "\n" not in str(raised.value)
 
 
 def cost(path: str, cpu: str, invoke: int, frame: int, spread: float = 0.0) -> ModelCost:

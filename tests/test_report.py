@@ -313,6 +313,22 @@ def test_audit_with_random_weights_checks_files_only(sample_dir, tmp_path):
     assert "does not look for mislabelled images" in result.output and "no problems found" in result.output
 
 
+def test_a_mislabelled_burst_is_not_confirmed_by_its_own_frames():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 1, (2, 64))
+    labels = np.repeat([0, 1], 40)
+    names = [f"{index}.jpg" for index in range(80)]
+    # Four near-identical frames of a class 0 object, all filed under class 1.
+    burst = (centres[0] + rng.normal(0, 0.3, 64) + rng.normal(0, 0.02, (4, 64))).astype(np.float32)
+    bottlenecks = np.vstack([(centres[labels] + rng.normal(0, 0.3, (80, 64))).astype(np.float32), burst])
+    given = np.append(labels, [1] * 4)
+    names += [f"burst_nohash_{index}.jpg" for index in range(4)]
+    entries = [{"path": name, "label": str(label)} for name, label in zip(names, given)]
+    probabilities = cross_validated_probabilities(bottlenecks, given, names, 2, folds=5)
+    suspects = suspected_mislabels(entries, probabilities, ["0", "1"], given, 0.8)
+    assert sorted(suspect["path"] for suspect in suspects) == names[-4:]
+
+
 def test_audit_rejects_a_single_fold(sample_dir, tmp_path):
     result = runner.invoke(app, ["audit", "--image_dir", str(sample_dir), "--folds", "1", "--report_dir", str(tmp_path)])
     assert result.exit_code == 2 and "--folds" in result.output
@@ -328,6 +344,6 @@ def test_cross_validation_flags_a_swapped_label_and_never_a_class_of_one():
     bottlenecks = np.vstack([bottlenecks, rng.normal(0, 1, (1, 64)).astype(np.float32)])
     given = np.append(given, 3)  # a class with a single image: nothing to judge it by
     entries = [{"path": f"{index}.jpg", "label": str(label)} for index, label in enumerate(given)]
-    probabilities = cross_validated_probabilities(bottlenecks, given, 4, folds=5, seed=0)
+    probabilities = cross_validated_probabilities(bottlenecks, given, [entry["path"] for entry in entries], 4, folds=5)
     suspects = suspected_mislabels(entries, probabilities, ["0", "1", "2", "3"], given, 0.8)
     assert [(suspect["path"], suspect["label"], suspect["predicted"]) for suspect in suspects] == [("5.jpg", "1", "0")]

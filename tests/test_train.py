@@ -382,6 +382,7 @@ def test_run_json_records_the_kept_step_and_the_temperature(trained_dir):
     assert run["kept_step"] == run["hyperparameters"]["how_many_training_steps"] == run["history"][-1]["step"]
     calibration = run["calibration"]
     assert calibration["fitted_on"] == "out_of_fold" and calibration["temperature"] > 0
+    assert calibration["fold_steps"] == run["kept_step"]
     assert calibration["folds"] == run["hyperparameters"]["folds"] == 5
     # Every training and validation image has an out-of-fold prediction.
     files = run["split"]["files"]
@@ -390,6 +391,17 @@ def test_run_json_records_the_kept_step_and_the_temperature(trained_dir):
     assert calibration["out_of_fold_nll"]["after"] <= calibration["out_of_fold_nll"]["before"] + 1e-9
     assert run["hyperparameters"]["weight_decay"] == run["hyperparameters"]["label_smoothing"] == 0
 
+
+
+def test_with_early_stopping_the_temperature_is_fitted_for_the_kept_step(tiny_train_args, tmp_path):
+    # A large learning rate over many steps overfits the sample data: an earlier step is kept.
+    result = runner.invoke(app, [*tiny_train_args, "--output_dir", str(tmp_path), "--early_stopping",
+                                 "--learning_rate", "1", "--how_many_training_steps", "400", "--eval_step_interval", "10"])
+    assert result.exit_code == 0, result.output
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["kept_step"] < run["hyperparameters"]["how_many_training_steps"]  # the test means something
+    calibration = run["calibration"]
+    assert calibration["fitted_on"] == "out_of_fold" and calibration["fold_steps"] == run["kept_step"]
 
 
 def test_choose_regularisation_records_the_chosen_values(tiny_train_args, tmp_path):

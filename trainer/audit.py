@@ -25,6 +25,7 @@ from trainer import UserError
 from trainer.backbones import DEFAULT_ARCHITECTURE
 from trainer.bottlenecks import DECODE_THREADS, default_bottleneck_dir
 from trainer.calibration import softmax
+from trainer.crossval import hash_folds
 from trainer.dataset import MIN_IMAGES_PER_CLASS, SETS, list_images
 from trainer.outputs import AUDIT_JSON, write_bytes_atomic
 from trainer.report import GALLERY_IMAGES, gallery, html_page, thumbnail_card
@@ -139,8 +140,8 @@ def audit(options: AuditOptions) -> AuditResult:
         forward = make_forward(build_backbone(backbone, options.weights, options.seed))
         bottlenecks = image_bottlenecks(paths, keys, backbone.input_size, forward, cache)
         label_indices = np.array([images.labels.index(entry["label"]) for entry in entries])
-        probabilities = cross_validated_probabilities(bottlenecks, label_indices, len(images.labels),
-                                                      options.folds, options.seed)
+        probabilities = cross_validated_probabilities(bottlenecks, label_indices, [path.name for path in paths],
+                                                      len(images.labels), options.folds)
         suspects = suspected_mislabels(entries, probabilities, images.labels, label_indices,
                                        options.mislabel_confidence)
     result = AuditResult(
@@ -224,16 +225,6 @@ def straddling_bursts(entries: list[dict]) -> list[dict]:
             if len({entry["set"] for entry in files}) > 1]
 
 
-def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
-    """(n,) fold index per example: each class shuffled (seeded) and dealt round the folds."""
-    rng = np.random.default_rng(seed)
-    fold_of = np.empty(len(labels), np.int64)
-    for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
-        fold_of[members] = np.arange(len(members)) % folds
-    return fold_of
-
-
 def fit_softmax(bottlenecks: np.ndarray, labels: np.ndarray, class_count: int) -> Callable[[np.ndarray], np.ndarray]:
     """A linear softmax classifier: (n, d) bottlenecks, (n,) labels -> function (m, d) -> (m, classes).
 
@@ -256,14 +247,15 @@ def fit_softmax(bottlenecks: np.ndarray, labels: np.ndarray, class_count: int) -
     return lambda new: softmax(((new - offset) / scale) @ weights + biases)
 
 
-def cross_validated_probabilities(bottlenecks: np.ndarray, labels: np.ndarray, class_count: int,
-                                  folds: int, seed: int) -> np.ndarray:
-    """(n, d), (n,) -> (n, classes): each image scored by a head fitted on the other folds.
+def cross_validated_probabilities(bottlenecks: np.ndarray, labels: np.ndarray, file_names: Sequence[str],
+                                  class_count: int, folds: int) -> np.ndarray:
+    """(n, d), (n,), n base file names -> (n, classes): each image scored by a head fitted on the other folds.
 
-    An image whose class has no image in the other folds (a class smaller than two) cannot be
-    judged: its row stays all zeros.
+    Folds are `train`'s (trainer.crossval.hash_folds): a burst's frames are held out together, so
+    a mislabelled burst is not confirmed by its own siblings. An image whose class has no image in
+    the other folds (a class smaller than two) cannot be judged: its row stays all zeros.
     """
-    fold_of = stratified_folds(labels, folds, seed)
+    fold_of = hash_folds(file_names, folds)
     probabilities = np.zeros((len(labels), class_count), np.float32)
     for fold in range(folds):
         training = fold_of != fold

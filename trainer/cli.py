@@ -262,9 +262,9 @@ def compare_command(
     calibration, bottleneck time, float32 and int8 TFLite sizes and device cost per backbone; compare.html plots
     accuracy against cost. Recommends the cheapest backbone within one standard error of the most accurate.
 
-    The device cost is the int8 model's Cortex-A76 (Pi 5) instruction count per invoke, with the Cortex-A72 (Pi 4)
-    count beside it, when the Pi instruction counter is built (make arm64-check, then make pi-cost); without it, x86
-    int8 latency on this machine. The output says which; a rerun after building the counter counts the cached models."""
+    The device cost is the full-int8 model's (convert --float_layers 0) Cortex-A76 (Pi 5) instruction count per
+    invoke, with the Cortex-A72 (Pi 4) count beside it, when the Pi instruction counter is built (make arm64-check,
+    then make pi-cost); without it, x86 full-int8 latency on this machine. The output says which; a rerun after building the counter counts the cached models."""
     from trainer.compare import CompareOptions
 
     setup_output(verbose)

@@ -36,7 +36,7 @@ from trainer.backbones import (
     INPUT_MEAN, INPUT_STD, Backbone, build_backbone, check_imagenet_size, get_backbone, weights_id,
 )
 from trainer.bottlenecks import BottleneckCache, default_bottleneck_dir, file_keys, image_bottlenecks, make_forward
-from trainer.convert import DEFAULT_CALIBRATION_IMAGES, calibration_paths, convert_model
+from trainer.convert import DEFAULT_CALIBRATION_IMAGES, DEFAULT_FLOAT_LAYERS, calibration_paths, convert_model
 from trainer.crossval import DEFAULT_FOLDS, mean_and_standard_error
 from trainer.dataset import list_images
 from trainer.outputs import write_bytes_atomic
@@ -53,6 +53,12 @@ COMPARE_HTML = "compare.html"
 COST_CACHE_FOLDER = "compare-costs"
 # 2: each kind of device cost under its own key (format 1 had one unnamed x86 latency).
 COST_FORMAT = 2
+# Every backbone is priced alike, with no layer left in float: `convert`'s default keeps a few in
+# float (--float_layers), which costs more (docs/pi-cost.md), equally for every backbone.
+FULL_INT8_NOTE = ("Priced as full int8 (--float_layers 0); convert's default keeps "
+                  f"{DEFAULT_FLOAT_LAYERS} layers in float, which costs more.")
+COST_KEYS = ("bottleneck_ms", "float32_bytes", "int8_bytes")  # besides device_costs, in a cost cache file
+DEVICE_COST_KEYS = {"cost", "cortex_a72_cost"}  # BackboneFigures fields device_costs() fills
 # Images the backbone's forward pass is timed on, TIMING_REPEATS times after one untimed batch
 # that traces the graph. Times are the fastest repeat: other work on the machine only ever adds
 # to a time, so the minimum is the least disturbed estimate (a median still moved 10x under load).
@@ -95,7 +101,7 @@ class BackboneFigures:
     float32_bytes: int
     int8_bytes: int  # full-integer int8 (uint8 in and out)
     cost: float  # in the cost name's unit (DeviceCost.name): lower is cheaper
-    cortex_a72_cost: float | None = None  # Pi 4 instructions per int8 invoke, millions, when counted
+    cortex_a72_cost: float | None = None  # Pi 4 instructions per full-int8 invoke, millions, when counted
     on_front: bool = False  # no other backbone is both cheaper and at least as accurate
     recommended: bool = False
 
@@ -133,11 +139,11 @@ def choose_device_cost() -> DeviceCost:
     """Pi instruction counts when the counter of trainer/pi_cost.py is built, x86 latency otherwise."""
     counter = find_counter()
     if counter is not None:
-        return DeviceCost("pi-instructions", "Cortex-A76 (Pi 5) instructions per int8 invoke, millions",
+        return DeviceCost("pi-instructions", "Cortex-A76 (Pi 5) instructions per full-int8 invoke, millions",
                           "Counted under qemu, one thread: a count, not a time, blind to memory stalls. Beside it "
-                          "the Cortex-A72 (Pi 4), which lacks the dot-product instructions.", counter)
-    return DeviceCost("x86-latency", "x86 int8 latency on this machine, ms",
-                      f"Not a Pi figure. For Pi 4 and Pi 5 instruction counts: {HOW_TO_BUILD}.", None)
+                          "the Cortex-A72 (Pi 4), which lacks the dot-product instructions. " + FULL_INT8_NOTE, counter)
+    return DeviceCost("x86-latency", "x86 full-int8 latency on this machine, ms",
+                      f"Not a Pi figure. For Pi 4 and Pi 5 instruction counts: {HOW_TO_BUILD}. {FULL_INT8_NOTE}", None)
 
 
 class LazyBackbone:
@@ -245,11 +251,27 @@ def int8_path(cost_path: Path) -> Path:
 
 
 def read_costs(path: Path) -> dict | None:
+    """A backbone's cached sizes, bottleneck time and device costs; None when the file is missing or
+    lacks a figure (truncated, hand-edited, another version), so they are measured again.
+
+    A device cost without its figures is dropped: that kind of cost is measured again.
+    """
     try:
         cached = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return cached if isinstance(cached, dict) and isinstance(cached.get("device_costs"), dict) else None
+    if not (isinstance(cached, dict) and all(is_number(cached.get(key)) for key in COST_KEYS)
+            and isinstance(cached.get("device_costs"), dict)):
+        return None
+    cached["device_costs"] = {
+        kind: costs for kind, costs in cached["device_costs"].items()
+        if isinstance(costs, dict) and is_number(costs.get("cost")) and all(map(is_number, costs.values()))
+        and set(costs) <= DEVICE_COST_KEYS}
+    return cached
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def measure_costs(lazy: LazyBackbone, options: TrainOptions, bottlenecks: np.ndarray, labels: np.ndarray,
@@ -423,7 +445,7 @@ def compare_page(result: CompareResult) -> str:
         "<table id=\"backbones\"><tr><th>backbone</th><th>k-fold accuracy ± s.e.</th><th>out-of-fold ECE</th>"
         "<th>bottleneck ms / image</th><th>float32 MB</th><th>int8 MB</th>"
         f"<th>{html.escape(device.name)}</th>"
-        f"{'<th>Cortex-A72 (Pi 4) instructions per int8 invoke, millions</th>' if device.counted else ''}"
+        f"{'<th>Cortex-A72 (Pi 4) instructions per full-int8 invoke, millions</th>' if device.counted else ''}"
         f"<th>front</th></tr>{rows}</table>",
         f"<p>Train it: <code>{html.escape(train_command(result))}</code></p>",
     ]

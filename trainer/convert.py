@@ -186,7 +186,8 @@ def convert(options: ConvertOptions) -> ConversionReport:
     tflite_bytes = add_metadata(tflite_bytes, source.labels, source.input_mean, source.input_std, {
         "architecture": source.architecture, "input_size": list(input_size), "quantization": options.quantization})
 
-    # The proof runs on the temporary file, so an interrupted proof leaves any earlier model in place.
+    # The proof and the count run on the temporary file, so an interrupted or failed proof or count
+    # leaves any earlier model in place, beside the outputs and run.json that describe it.
     with atomic_output(tflite_path) as temporary:
         temporary.write_bytes(tflite_bytes)
         runtime = load_model(temporary, num_threads=options.num_threads)
@@ -202,8 +203,8 @@ def convert(options: ConvertOptions) -> ConversionReport:
                                        validation_examples, source.labels).get("top1_agreement"),
             **prove(model, runtime, normalise(test_pixels, source), test_pixels, test_examples, source.labels),
         )
-    if options.pi_cost:
-        report.pi_instructions = {cost.cpu: cost.invoke for cost in pi_cost.count([tflite_path])}
+        if options.pi_cost:
+            report.pi_instructions = {cost.cpu: cost.invoke for cost in pi_cost.count([temporary])}
     write_labels(labels_path, source.labels)
     if source.has_run:
         run = load_run(options.output_dir)  # again: train may have rewritten it during the conversion

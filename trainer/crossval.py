@@ -5,9 +5,11 @@ settings (on flowers the best validation loss came with the worst unseen accurac
 trained on the other folds, give every photo an out-of-fold prediction instead; a head costs
 seconds on cached bottlenecks, so k of them are cheap.
 
-Folds are cut by the classic split hash of the file name (`trainer.dataset.hash_percentage`):
-a burst (`_nohash_` names) stays in one fold, so near-identical frames never sit on both sides,
-and a photo's fold never depends on which others are there.
+A photo's fold is its split hash bucket (`trainer.dataset.hash_bucket`) modulo k: a burst
+(`_nohash_` names) stays in one fold, so near-identical frames never sit on both sides, and a
+photo's fold never depends on which others are there. Modulo rather than contiguous ranges of the
+percentage the train/validation/test split cuts: with ranges, whatever --validation_percentage and
+--testing_percentage carve out of the low percentages would shrink or empty the first folds.
 """
 
 from __future__ import annotations
@@ -18,15 +20,14 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from trainer.calibration import expected_calibration_error, fit_temperature, negative_log_likelihood, softmax
-from trainer.dataset import hash_percentage
+from trainer.dataset import hash_bucket
 
 DEFAULT_FOLDS = 5
 
 
 def hash_folds(file_names: Sequence[str], folds: int) -> np.ndarray:
-    """(n,) fold index in [0, folds) per base file name, by the classic split hash."""
-    percentages = np.array([hash_percentage(name) for name in file_names], np.float64)
-    return np.minimum((percentages * folds / 100).astype(np.int64), folds - 1)
+    """(n,) fold index in [0, folds) per base file name: its split hash bucket modulo folds."""
+    return np.array([hash_bucket(name) % folds for name in file_names], np.int64)
 
 
 def out_of_fold_logits(fit: Callable[[np.ndarray, np.ndarray], Sequence], bottlenecks: np.ndarray, labels: np.ndarray,

@@ -70,14 +70,19 @@ def label_for_folder(folder_name: str) -> str:
     return NON_LABEL_CHARACTERS.sub(" ", folder_name.lower()).strip()
 
 
-def hash_percentage(file_name: str) -> float:
-    """Where a file falls in [0, 100], from its base name with any `_nohash_...` suffix removed."""
+def hash_bucket(file_name: str) -> int:
+    """A file's bucket in [0, MAX_NUM_IMAGES_PER_CLASS], from its base name with any `_nohash_...` suffix removed."""
     key = NOHASH_SUFFIX.sub("", file_name)
     # macOS stores names decomposed (NFD), Linux and Windows as typed (usually NFC): one form
     # keeps an accented name in the same set on every machine. ASCII names are unchanged.
     key = unicodedata.normalize("NFC", key)
     digest = hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()
-    return (int(digest, 16) % (MAX_NUM_IMAGES_PER_CLASS + 1)) * (100.0 / MAX_NUM_IMAGES_PER_CLASS)
+    return int(digest, 16) % (MAX_NUM_IMAGES_PER_CLASS + 1)
+
+
+def hash_percentage(file_name: str) -> float:
+    """Where a file falls in [0, 100], from its base name with any `_nohash_...` suffix removed."""
+    return hash_bucket(file_name) * (100.0 / MAX_NUM_IMAGES_PER_CLASS)
 
 
 def set_for_file(file_name: str, validation_percentage: float = 10, testing_percentage: float = 10) -> str:

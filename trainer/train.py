@@ -404,10 +404,9 @@ def train(options: TrainOptions) -> TrainResult:
         timings["distortions_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    settings, calibration = cross_validate(options, np.concatenate([train_x, validation_x]),
-                                           np.concatenate([train_y, validation_y]),
-                                           [Path(path).name for path in train_paths + validation_paths],
-                                           len(images.labels))
+    folded = (np.concatenate([train_x, validation_x]), np.concatenate([train_y, validation_y]),
+              [Path(path).name for path in train_paths + validation_paths], len(images.labels))
+    settings, calibration = cross_validate(options, *folded)
     options = replace(options, **settings)
     timings["cross_validation_s"] = time.perf_counter() - started
 
@@ -419,8 +418,18 @@ def train(options: TrainOptions) -> TrainResult:
                                    training_inputs=training_inputs)
     finally:
         summaries.close()
-    head = head.with_temperature(calibration["temperature"])
     timings["training_s"] = time.perf_counter() - started
+    kept_step = next((record["step"] for record in history if record.get("kept")), history[-1]["step"])
+    if calibration["fitted_on"] is not None and kept_step != options.how_many_training_steps:
+        # Early stopping kept an earlier head: a temperature fitted on heads trained every step
+        # would fit a more confident head than the one shipped. Refit the folds for kept_step steps.
+        started = time.perf_counter()
+        _, refitted = cross_validate(replace(options, how_many_training_steps=kept_step, choose_regularisation=False),
+                                     *folded)
+        calibration = {**refitted, **{key: calibration[key] for key in ("grid",) if key in calibration}}
+        timings["cross_validation_s"] += time.perf_counter() - started
+    calibration["fold_steps"] = kept_step if calibration["fitted_on"] is not None else None
+    head = head.with_temperature(calibration["temperature"])
     skipped_steps = steps_skipped(options, len(validation_y), calibration["fitted_on"] is not None)
     for step, reason in skipped_steps.items():
         log.warning("skipped %s: %s", step.replace("_", " "), reason)
@@ -455,7 +464,7 @@ def train(options: TrainOptions) -> TrainResult:
                                        "eval_step_interval", "validation_batch_size", "test_batch_size", "seed",
                                        "early_stopping", "weight_decay", "label_smoothing", "folds",
                                        "choose_regularisation")},
-        "kept_step": next((record["step"] for record in history if record.get("kept")), history[-1]["step"]),
+        "kept_step": kept_step,
         "calibration": calibration,
         "skipped_steps": skipped_steps,
         "distortions": distortions,
