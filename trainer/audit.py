@@ -25,7 +25,7 @@ from trainer import UserError
 from trainer.backbones import DEFAULT_ARCHITECTURE
 from trainer.bottlenecks import DECODE_THREADS, default_bottleneck_dir
 from trainer.calibration import softmax
-from trainer.crossval import hash_folds
+from trainer.crossval import DEFAULT_FOLDS, hash_folds
 from trainer.dataset import MIN_IMAGES_PER_CLASS, SETS, list_images
 from trainer.outputs import AUDIT_JSON, write_bytes_atomic
 from trainer.report import GALLERY_IMAGES, gallery, html_page, thumbnail_card
@@ -33,7 +33,6 @@ from trainer.report import GALLERY_IMAGES, gallery, html_page, thumbnail_card
 log = logging.getLogger(__name__)
 
 AUDIT_FILE = "audit.html"
-DEFAULT_FOLDS = 5
 # A cross-validated prediction of another class with at least this probability flags an image.
 DEFAULT_MISLABEL_CONFIDENCE = 0.8
 # A validation or test bucket with fewer images than this per class measures that class by

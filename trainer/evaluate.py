@@ -175,13 +175,9 @@ def labelled_images(options: EvaluateOptions, run: dict | None, split: str) -> t
 
 def tflite_scorer(model_path: Path) -> tuple[list[str], Callable[[list[Path]], np.ndarray]]:
     """The model's labels, and paths -> (n, classes) scores through the device's own code path."""
-    import edge
     from edge.model import load_model
 
-    try:
-        model = load_model(model_path)
-    except edge.UserError as error:
-        raise UserError(str(error)) from None
+    model = load_model(model_path)
 
     def score_images(paths: list[Path]) -> np.ndarray:
         with ThreadPoolExecutor(DECODE_THREADS) as pool:

@@ -35,7 +35,6 @@ from pathlib import Path
 
 from PIL import Image
 
-import edge
 from edge.collect import UNCERTAIN_SIDECAR, folder_for_label
 from trainer import UserError
 from trainer.dataset import is_image_file_name, label_for_folder
@@ -53,14 +52,6 @@ NOHASH = "_nohash_"  # the split hashes a file name without what follows this (t
 
 
 DEFAULT_REVIEW_ADDRESS = "127.0.0.1:8780"  # 127.0.0.1: this machine only
-
-
-def safe_folder_for_label(label: str) -> str:
-    """edge.collect.folder_for_label, its error as this package's UserError (which the CLI and page catch)."""
-    try:
-        return folder_for_label(label)
-    except edge.UserError as error:
-        raise UserError(str(error)) from None
 
 
 def lock_exclusively(file, busy: str) -> None:
@@ -231,7 +222,7 @@ class ReviewSession:
         self.created_classes: list[str] = []
         for group in [] if self.initial_classes else sorted({photo.group for photo in self.photos}):
             with contextlib.suppress(UserError):  # a label of dots alone names no folder
-                self.created_classes.append(safe_folder_for_label(group))
+                self.created_classes.append(folder_for_label(group))
         self.created_classes = list(dict.fromkeys(self.created_classes))
         if not self.read_only:
             self.sync_sidecars()
@@ -477,7 +468,7 @@ class ReviewSession:
         """A class typed in the page; its folder is made when a photo goes in (an empty class folder stops train)."""
         if self.read_only:
             raise UserError(self.stopped)
-        folder = safe_folder_for_label(name)
+        folder = folder_for_label(name)
         label = label_for_folder(folder)
         if folder != name.strip() or folder.startswith(".") or not label:
             raise UserError(f"{name!r} is not a class folder name: use letters, digits, spaces, '-' or '_'")

@@ -19,7 +19,6 @@ import threading
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
-import edge
 from edge.serve import BackgroundServer, QuietHandler, is_loopback, parse_address
 from trainer import UserError
 from trainer.review import ReviewOptions, ReviewSession, ReviewSummary, thumbnail
@@ -47,10 +46,7 @@ class ReviewServer:
         self.run = secrets.token_hex(4)  # not secret: keeps the browser's cached thumbnails to this run's ids
         self.finished = threading.Event()
         self.clients = threading.BoundedSemaphore(MAX_CLIENTS)
-        try:
-            self._server = BackgroundServer(host, port, type("ReviewHandler", (_Handler,), {"review": self}), "review page")
-        except edge.UserError as error:
-            raise UserError(str(error)) from None
+        self._server = BackgroundServer(host, port, type("ReviewHandler", (_Handler,), {"review": self}), "review page")
         port, self.url = self._server.port, self._server.url
         # Behind a loopback address only this machine's names for it are accepted: a page of another site
         # whose name was made to point here (DNS rebinding) sends its own name and is refused.
