@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 import numpy as np  # noqa: E402
 
-from bench_trust import SHARED, fold_sets, trained_head  # noqa: E402
+from bench_trust import add_data_arguments, fold_sets, trained_head  # noqa: E402
 from edge.image import load_rgb  # noqa: E402
 from trainer import pi_cost  # noqa: E402
 from trainer.backbones import INPUT_MEAN, INPUT_STD, build_backbone, get_backbone, weights_id  # noqa: E402
@@ -102,12 +102,8 @@ def top1(tflite_bytes: bytes, pixels: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image_dir", type=Path, default=SHARED / "flowers")
-    parser.add_argument("--architecture", default="mobilenet_v2_0.5_224")
-    parser.add_argument("--weights", default=str(SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5"))
-    parser.add_argument("--folds", type=int, default=5)
+    add_data_arguments(parser)
     parser.add_argument("--float_layers", default="3,10", help="also the N worst layers by error alone, for each N")
-    parser.add_argument("--bottleneck_dir", type=Path, default=None, help="cache to reuse (default: a temporary one)")
     parser.add_argument("--count", action="store_true", help="count fold 0's variants on the Cortex-A76")
     parser.add_argument("--layer_costs", action="store_true", help="count fold 0's model with single layers in float")
     arguments = parser.parse_args()
@@ -123,7 +119,7 @@ def main() -> None:
     backbone = get_backbone(arguments.architecture)
     backbone_model = build_backbone(backbone, arguments.weights, 0)
     agreements: dict[str, list[float]] = {}
-    fold0: dict[str, tuple[bytes, float]] = {}  # variant -> (model, estimated instructions / full int8's)
+    fold0: dict[str, tuple[bytes, float, int]] = {}  # variant -> (model, estimated cost / full int8, layers in float)
     with tempfile.TemporaryDirectory() as work:
         cache = BottleneckCache.for_backbone(arguments.bottleneck_dir or Path(work) / "cache", backbone,
                                              weights_id(arguments.weights, 0))

@@ -103,19 +103,24 @@ def tflite_scores(tflite_bytes: bytes, labels: list[str], pixels: np.ndarray, fo
     return np.stack(scores), float(np.median(latencies)) * 1000
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The photos, the backbone, the folds and the bottleneck cache (scripts/bench_int8.py shares them)."""
     parser.add_argument("--image_dir", type=Path, default=SHARED / "flowers")
     parser.add_argument("--architecture", default="mobilenet_v2_0.5_224")
     parser.add_argument("--weights", default=str(SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5"))
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--bottleneck_dir", type=Path, default=None, help="cache to reuse (default: a temporary one)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_data_arguments(parser)
     parser.add_argument("--steps", type=int, default=4000, help="training steps per head")
     parser.add_argument("--float_layers", default="default,10,15",
                         help="selective int8 variants: layers kept in float, or default (convert's choice by Pi 5 cost)")
     parser.add_argument("--no_distortions", action="store_true", help="skip the distortion comparison")
     parser.add_argument("--seeds", default="0,1,2", help="head seeds: each fold is trained once per seed")
     parser.add_argument("--no_tflite", action="store_true", help="skip the TFLite conversions (head figures only)")
-    parser.add_argument("--bottleneck_dir", type=Path, default=None, help="cache to reuse (default: a temporary one)")
     arguments = parser.parse_args()
     if not arguments.image_dir.is_dir():
         sys.exit(f"{arguments.image_dir} not found: pass --image_dir and --weights")

@@ -232,7 +232,8 @@ def convert(options: ConvertOptions) -> ConversionReport:
                     f"{report.keras_accuracy - report.tflite_accuracy:.1%} below the Keras model's "
                     f"{report.keras_accuracy:.1%}: {advice}")
     if report.validation_agreement is not None and report.validation_agreement < AGREEMENT_WARNING:
-        advice = ("try --quantization float16 (larger file) or more --calibration_images"
+        advice = ("try more --float_layers (10 or 15: slower on a Pi 5), --quantization float16 (larger file) "
+                  "or more --calibration_images"
                   if options.quantization == "int8" else "try --quantization float16 or float32")
         log.warning(f"the {options.quantization} model agrees with the Keras model on only "
                     f"{report.validation_agreement:.1%} of the validation images (below {AGREEMENT_WARNING:.0%}): "
