@@ -181,7 +181,7 @@ def test_frames_are_closer_to_the_pixels_the_trainer_computes_for_them(tmp_path)
         trainer = load_rgb(saved, (224, 224)).astype(np.int16)
         shrunk.append(np.abs(resize_bgr(frame, (224, 224)) - trainer))
         whole.append(np.abs(resize_rgb(np.ascontiguousarray(frame[..., ::-1]), (224, 224)) - trainer))
-    assert np.mean(shrunk) < 0.8 * np.mean(whole) and np.mean(shrunk) < 1.1
+    assert np.mean(shrunk) < 0.85 * np.mean(whole) and np.mean(shrunk) < 1.25  # measured here: 1.08 against 1.42
     assert np.max(shrunk) <= 24 < np.max(whole)
 
 
