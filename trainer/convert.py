@@ -44,7 +44,7 @@ TFLITE_FILE = "model.tflite"
 DEFAULT_CALIBRATION_IMAGES = 200
 # int8 by default leaves in float the layers of largest quantisation error whose float kernels add
 # at most this share to a Pi 5's instructions per inference (estimated as below). Chosen on the
-# flowers (docs/pi-cost.md): mobilenet_v2_0.5_224 then counts 1.09x full int8's instructions and
+# flowers (docs/pi-cost.md): mobilenet_v2_0.5_224 then counts 1.096x full int8's instructions and
 # agrees with Keras on 99.2% of unseen photos (k-fold median); the 10 worst layers by error alone,
 # the earlier default, cost 1.18x for 99.1%, because the worst layers include the stem convolution,
 # the most expensive one to run in float.
@@ -481,7 +481,7 @@ def model_layers(tflite_bytes: bytes) -> dict[str, Layer]:
     for index in range(graph.OperatorsLength()):
         operator = graph.Operators(index)
         code = model.OperatorCodes(operator.OpcodeIndex())
-        # Codes past 127 live only in BuiltinCode; older files carry them in DeprecatedBuiltinCode.
+        # Older files set only DeprecatedBuiltinCode (codes below 127), newer ones BuiltinCode too: take the larger.
         kind = operator_names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "")
         inputs = [graph.Tensors(i) for i in operator.InputsAsNumpy() if i >= 0]
         output = graph.Tensors(operator.Outputs(0))
