@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 import numpy as np  # noqa: E402
 
-from bench_trust import add_data_arguments, fold_sets, trained_head  # noqa: E402
+from bench_trust import add_data_arguments, fold_sets, photos, trained_head  # noqa: E402
 from edge.image import load_rgb  # noqa: E402
 from trainer import pi_cost  # noqa: E402
 from trainer.backbones import INPUT_MEAN, INPUT_STD, build_backbone, get_backbone, weights_id  # noqa: E402
@@ -46,7 +46,6 @@ from trainer.convert import (  # noqa: E402
     DEBUG_IMAGES, DEFAULT_CALIBRATION_IMAGES, FLOAT_COST_SHARE, INT8_INSTRUCTIONS_PER_MAC, calibration_paths,
     float_layer_choice, layer_errors, model_layers, quiet, tflite_converter,
 )
-from trainer.dataset import list_images  # noqa: E402
 from trainer.train import TrainOptions, build_classifier  # noqa: E402
 
 # --layer_costs: one layer of each kind and size, alone in float (names as Keras gives them).
@@ -112,10 +111,7 @@ def main() -> None:
     if (arguments.count or arguments.layer_costs) and pi_cost.find_counter() is None:
         sys.exit(f"--count and --layer_costs need the Pi counter: {pi_cost.HOW_TO_BUILD}")
     started = time.perf_counter()
-    images = list_images(arguments.image_dir, 0, 0)
-    examples = images.examples("training")
-    paths = [images.image_dir / path for path, _ in examples]
-    labels = np.array([label for _, label in examples])
+    images, paths, labels = photos(arguments.image_dir)
     backbone = get_backbone(arguments.architecture)
     backbone_model = build_backbone(backbone, arguments.weights, 0)
     agreements: dict[str, list[float]] = {}

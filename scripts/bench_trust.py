@@ -112,6 +112,13 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bottleneck_dir", type=Path, default=None, help="cache to reuse (default: a temporary one)")
 
 
+def photos(image_dir: Path):
+    """(the ImageList, every photo's path, its label index): all of them, since the folds hold out."""
+    images = list_images(image_dir, 0, 0)
+    examples = images.examples("training")
+    return images, [images.image_dir / path for path, _ in examples], np.array([label for _, label in examples])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_data_arguments(parser)
@@ -128,10 +135,7 @@ def main() -> None:
     seeds = [int(seed) for seed in arguments.seeds.split(",")]
     started = time.perf_counter()
 
-    images = list_images(arguments.image_dir, 0, 0)
-    examples = images.examples("training")
-    paths = [images.image_dir / path for path, _ in examples]
-    labels = np.array([label for _, label in examples])
+    images, paths, labels = photos(arguments.image_dir)
     class_count = len(images.labels)
     backbone = get_backbone(arguments.architecture)
     backbone_model = build_backbone(backbone, arguments.weights, 0)
