@@ -9,8 +9,9 @@ not see it. Fold f holds the images whose classic split hash (trainer.dataset.ha
 falls in [100 f / k, 100 (f + 1) / k); the next 10% of the hash range is that fold's validation
 split (early stopping, the old validation temperature) and the rest its training split (the head,
 int8 calibration). The head is trained as `retrain-edge train` trains it (train_head; the
-temperature and --choose_regularisation by cross_validate on training + validation, whose inner
-folds are the other k - 1) on the cached bottlenecks, once per seed; with seed 0 it is put on the
+temperature and --choose_regularisation by cross_validate on training + validation, in train's own
+inner folds; an early-stopped head's temperature by calibration_for_kept_step, from fold heads
+trained for its kept step) on the cached bottlenecks, once per seed; with seed 0 it is put on the
 backbone (build_classifier) and converted (convert_model) to each TFLite mode, which runs the
 held-out fold through the edge runtime (edge.model.load_model). Figures are medians over folds
 (and seeds); latency and size ratios are taken within a fold against its full-int8 model.
@@ -48,7 +49,9 @@ from trainer.convert import (  # noqa: E402
 )
 from trainer.dataset import hash_percentage, list_images  # noqa: E402
 from trainer.distortions import DistortionOptions, distorted_training_inputs  # noqa: E402
-from trainer.train import TrainOptions, build_classifier, cross_validate, train_head  # noqa: E402
+from trainer.train import (  # noqa: E402
+    TrainOptions, build_classifier, calibration_for_kept_step, cross_validate, train_head,
+)
 
 VALIDATION_PERCENTAGE = 10  # of the hash range, after the held-out fold: the classic default
 # The classic distortion flags the issue measured (crop, scale, brightness 10%, flip).
@@ -170,15 +173,20 @@ def main() -> None:
                 _, calibration = cross_validate(options, folded_x, folded_y, names, class_count)
                 heads = {}
                 for name, early_stopping in (("last step", False), ("lowest validation CE", True)):
-                    head, kept_step = trained_head(replace(options, early_stopping=early_stopping), train_x, train_y,
-                                                   validation_x, validation_y, class_count)
+                    stopped_options = replace(options, early_stopping=early_stopping)
+                    head, kept_step = trained_head(stopped_options, train_x, train_y, validation_x, validation_y,
+                                                   class_count)
+                    # As `train` does: an early-stopped head gets the temperature of fold heads
+                    # trained for as many steps as it was.
+                    kept_calibration = calibration_for_kept_step(stopped_options, calibration, kept_step, folded_x,
+                                                                 folded_y, names, class_count)
                     record(f"head: {name}, accuracy", held_out_accuracy(head))
                     record(f"head: {name}, step", kept_step)
                     logits = head.logits(test_x)
                     for temperature_name, temperature in (
                             ("no temperature", 1.0),
                             ("validation temperature", fit_temperature(head.logits(validation_x), validation_y)),
-                            ("out-of-fold temperature", calibration["temperature"])):
+                            ("out-of-fold temperature", kept_calibration["temperature"])):
                         record(f"head: {name}, ECE, {temperature_name}",
                                expected_calibration_error(softmax(logits / temperature), test_y))
                         record(f"head: {name}, NLL, {temperature_name}",
