@@ -2,7 +2,7 @@
 
     python scripts/bench_calibration.py [--image_dir ../shared/data/flowers] [--folds 5] [--seeds 0,1,2]
         [--architecture mobilenet_v2_0.5_224] [--weights ../shared/data/weights/...0.5_224_no_top.h5]
-        [--steps 4000] [--repeats 3] [--draws 2000] [--bottleneck_dir DIR]
+        [--steps 4000] [--repeats 3] [--draws 2000] [--no_held_out] [--bottleneck_dir DIR]
 
 Part 1, every photo (as `retrain-edge compare` measures): out-of-fold logits of k heads, the
 temperature fitted on them, and their ECE against its noise floor, the ECE of a perfectly
@@ -163,6 +163,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2", help="head seeds of part 2: each fold is trained once per seed")
     parser.add_argument("--repeats", type=int, default=3, help="salted fold assignments pooled for the fit")
     parser.add_argument("--draws", type=int, default=2000, help="label draws of the noise floor")
+    parser.add_argument("--no_held_out", action="store_true", help="part 1 only")
     parser.add_argument("--bottleneck_dir", type=Path, default=None, help="cache to reuse (default: a temporary one)")
     arguments = parser.parse_args()
     if not arguments.image_dir.is_dir():
@@ -189,6 +190,7 @@ def main() -> None:
     print(f"\npart 1: out-of-fold ECE on every photo ({CALIBRATION_BINS} equal-width bins unless said) against the "
           f"ECE of a perfectly calibrated model with the same scores ({arguments.draws} label draws)")
     options = TrainOptions(image_dir=Path("."), how_many_training_steps=arguments.steps, folds=arguments.folds)
+    observed_all, floor_medians = [], []
     for seed in seeds:
         seeded = TrainOptions(**{**options.__dict__, "seed": seed})
         pooled = pooled_out_of_fold(seeded, bottlenecks, labels, names, class_count, arguments.repeats)
@@ -201,12 +203,21 @@ def main() -> None:
                 report_floor(f"seed {seed}, fold assignment {salt}, {bins} bins: temperature {temperature:.2f} "
                              f"(ECE before it {expected_calibration_error(softmax(logits), labels, bins):.1%})",
                              observed, floor)
+                if bins == CALIBRATION_BINS:
+                    observed_all.append(observed)
+                    floor_medians.append(float(np.median(floor)))
             top_scores = scores.max(axis=1)
             draws = np.random.default_rng(seed).random((arguments.draws, len(labels))) < top_scores
             report_floor(f"seed {seed}, fold assignment {salt}, {CALIBRATION_BINS} equal-mass bins",
                          equal_mass_error(top_scores, scores.argmax(1) == labels, CALIBRATION_BINS)[0],
                          equal_mass_error(top_scores, draws, CALIBRATION_BINS))
         print(f"  ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+
+    print(f"over seeds and fold assignments, {CALIBRATION_BINS} bins: ECE {percent_range(observed_all)}, above "
+          f"{TARGET:.0%} in {sum(value > TARGET for value in observed_all)} of {len(observed_all)}; a perfectly "
+          f"calibrated model's median {percent_range(floor_medians)}")
+    if arguments.no_held_out:
+        return
 
     print(f"\npart 2: held-out folds, calibrators fitted on the out-of-fold logits of the rest; seeds {arguments.seeds}")
     rows: dict[str, list[float]] = {}
@@ -233,6 +244,9 @@ def main() -> None:
                 rows.setdefault(f"{name}: NLL", []).append(figures[name][2])
                 rows.setdefault(f"{name}: top-1 answers changed", []).append(
                     float(np.mean(calibrated.argmax(1) != logits.argmax(1))))
+                if name == "temperature":
+                    rows.setdefault(f"{name}: ECE of a perfectly calibrated model (median of draws)", []).append(
+                        float(np.median(calibration_error_floor(softmax(calibrated), arguments.draws, seed=seed))))
             for name, values in figures.items():
                 if name in ("none", "temperature"):
                     continue
@@ -251,7 +265,7 @@ def main() -> None:
             worse = sum((value > 0) if lower_is_better else (value < 0) for value in values)
             text = (f"{statistics.median(values):+.3g}  ({min(values):+.3g}..{max(values):+.3g}); better in {better}, "
                     f"worse in {worse} of {len(values)}")
-        elif name.endswith(("accuracy", "ECE", "changed")):
+        elif name.endswith(("accuracy", "ECE", "changed", "(median of draws)")):
             text = percent_range(values)
         else:
             text = f"{statistics.median(values):.3f}  ({min(values):.3f}..{max(values):.3f})"
