@@ -156,6 +156,7 @@ def test_report_is_valid_html_with_decodable_images(evaluated, trained_dir):
     assert all(image.format == "JPEG" and max(image.size) <= 160 for image in images[3:])
     assert "Choosing --threshold" in (report_dir / "report.html").read_text()
     page = (report_dir / "report.html").read_text()
+    assert page.count("a perfectly calibrated model with these scores would show") == 2  # the split's, out of fold
     assert "http" not in page.replace("<!DOCTYPE html>", "")  # nothing to fetch
 
 

@@ -2,9 +2,13 @@
 
 A softmax head trained to 100% training accuracy is overconfident: its top scores run higher
 than the share of its answers that are right. Dividing the logits by one temperature T > 1,
-fitted on the validation split by the lowest negative log likelihood, fixes most of that and
-changes no top-1 answer (dividing every logit by the same positive number keeps their order).
-Folded into the final layer (weights / T, biases / T) it costs the device nothing.
+fitted by the lowest negative log likelihood (on out-of-fold logits, trainer.crossval), fixes
+most of that and changes no top-1 answer (dividing every logit by the same positive number keeps
+their order). Folded into the final layer (weights / T, biases / T) it costs the device nothing.
+
+The expected calibration error measures what is left, but on a few hundred images even a
+perfectly calibrated model shows one well above 0 (each bin's share of right answers is a noisy
+count): calibration_error_floor gives that floor, to read an observed figure against.
 """
 
 from __future__ import annotations

@@ -282,7 +282,9 @@ def write_evaluation_report(result: EvaluationResult, run: dict | None) -> None:
         f"of images kept. Expected calibration error: {result.calibration_error:.3f} "
         f"({html.escape(format_perfect_calibration(result.perfect_calibration_error, percent=False))})"
         + ("" if result.out_of_fold_ece is None else
-           f"; out of fold at training (every training and validation photo): {result.out_of_fold_ece:.3f}")
+           f"; out of fold at training (every training and validation photo): {result.out_of_fold_ece:.3f}"
+           + ("" if result.out_of_fold_perfect_ece is None else
+              f" ({html.escape(format_perfect_calibration(result.out_of_fold_perfect_ece, percent=False))})"))
         + ".</p>"
         + png_tag(precision_coverage_png(precision_coverage(result.scores, result.true_labels, np.linspace(0, 1, THRESHOLD_PLOT_POINTS))),
                   "precision and coverage by threshold")
