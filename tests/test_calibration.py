@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import load_script
 from trainer.calibration import (
     binned_calibration_error, calibration_error_floor, expected_calibration_error, fit_temperature,
     format_precision_coverage, negative_log_likelihood, perfect_calibration_ece, precision_coverage, softmax,
@@ -224,3 +225,20 @@ def test_precision_coverage_table_by_hand():
     table = format_precision_coverage(list(rows.values()))
     assert table.splitlines()[3].split() == ["0.9", "66.7%", "50.0%"]
     assert table.splitlines()[5].split() == ["0.999", "n/a", "0.0%"]
+
+
+def test_bench_calibration_recovers_a_known_temperature_and_per_class_bias():
+    """The per-class bias calibrator scripts/bench_calibration.py measured (and `train` rejected)."""
+    fit_temperature_and_biases = load_script("bench_calibration").fit_temperature_and_biases
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 3, (4000, 4))
+    true_biases = np.array([0.6, 0.0, -0.6, 0.0])
+    labels = np.array([rng.choice(4, p=row) for row in softmax(logits / 2 + true_biases)])
+    temperature, biases = fit_temperature_and_biases(logits, labels, 0.0)
+    assert temperature == pytest.approx(2.0, abs=0.15)
+    assert biases == pytest.approx(true_biases - true_biases.mean(), abs=0.15)
+    assert negative_log_likelihood(logits / temperature + biases, labels) < negative_log_likelihood(
+        logits, labels, fit_temperature(logits, labels)) - 0.01
+    # A heavy penalty leaves the temperature alone.
+    temperature, biases = fit_temperature_and_biases(logits, labels, 1000.0)
+    assert np.abs(biases).max() < 0.01 and temperature == pytest.approx(fit_temperature(logits, labels), rel=0.01)
