@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 import numpy as np  # noqa: E402
 
-from bench_trust import SHARED, fold_sets, trained_head  # noqa: E402
+from bench_trust import fold_sets, head_arguments, print_rows, trained_head  # noqa: E402
 from trainer.backbones import build_backbone, get_backbone, weights_id  # noqa: E402
 from trainer.bottlenecks import BottleneckCache, file_keys, image_bottlenecks, make_forward  # noqa: E402
 from trainer.calibration import (  # noqa: E402
@@ -155,16 +155,10 @@ def percent_range(values) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image_dir", type=Path, default=SHARED / "flowers")
-    parser.add_argument("--architecture", default="mobilenet_v2_0.5_224")
-    parser.add_argument("--weights", default=str(SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5"))
-    parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=4000, help="training steps per head")
-    parser.add_argument("--seeds", default="0,1,2", help="head seeds of part 2: each fold is trained once per seed")
+    head_arguments(parser)
     parser.add_argument("--repeats", type=int, default=3, help="salted fold assignments pooled for the fit")
     parser.add_argument("--draws", type=int, default=2000, help="label draws of the noise floor")
     parser.add_argument("--no_held_out", action="store_true", help="part 1 only")
-    parser.add_argument("--bottleneck_dir", type=Path, default=None, help="cache to reuse (default: a temporary one)")
     arguments = parser.parse_args()
     if not arguments.image_dir.is_dir():
         sys.exit(f"{arguments.image_dir} not found: pass --image_dir and --weights")
@@ -257,19 +251,7 @@ def main() -> None:
             print(f"fold {fold + 1}/{arguments.folds}, seed {seed} ({time.perf_counter() - started:.0f} s)",
                   file=sys.stderr, flush=True)
 
-    width = max(map(len, rows)) + 2
-    for name, values in rows.items():
-        if name.endswith("(paired)"):
-            lower_is_better = "accuracy" not in name
-            better = sum((value < 0) if lower_is_better else (value > 0) for value in values)
-            worse = sum((value > 0) if lower_is_better else (value < 0) for value in values)
-            text = (f"{statistics.median(values):+.3g}  ({min(values):+.3g}..{max(values):+.3g}); better in {better}, "
-                    f"worse in {worse} of {len(values)}")
-        elif name.endswith(("accuracy", "ECE", "changed", "(median of draws)")):
-            text = percent_range(values)
-        else:
-            text = f"{statistics.median(values):.3f}  ({min(values):.3f}..{max(values):.3f})"
-        print(f"{name:<{width}}{text}")
+    print_rows(rows)
     print(f"\n{time.perf_counter() - started:.0f} s")
 
 

@@ -106,18 +106,39 @@ def tflite_scores(tflite_bytes: bytes, labels: list[str], pixels: np.ndarray, fo
     return np.stack(scores), float(np.median(latencies)) * 1000
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def head_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags bench_trust shares with bench_calibration: photos, backbone, folds, steps, seeds, cache."""
     parser.add_argument("--image_dir", type=Path, default=SHARED / "flowers")
     parser.add_argument("--architecture", default="mobilenet_v2_0.5_224")
     parser.add_argument("--weights", default=str(SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5"))
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=4000, help="training steps per head")
+    parser.add_argument("--seeds", default="0,1,2", help="head seeds: each fold is trained once per seed")
+    parser.add_argument("--bottleneck_dir", type=Path, default=None, help="cache to reuse (default: a temporary one)")
+
+
+def print_rows(rows: dict[str, list[float]]) -> None:
+    """One line per row: its median (min..max); a paired row also says in how many pairs it is better and worse."""
+    width = max(map(len, rows)) + 2
+    for name, values in rows.items():
+        if name.endswith("(paired)"):
+            better = sum(value > 0 for value in values) if "accuracy" in name else sum(value < 0 for value in values)
+            worse = sum(value < 0 for value in values) if "accuracy" in name else sum(value > 0 for value in values)
+            text = (f"{statistics.median(values):+.3g}  ({min(values):+.3g}..{max(values):+.3g}); better in {better}, "
+                    f"worse in {worse} of {len(values)}")
+        elif name.endswith(("accuracy", "agreement with Keras", "changed")) or "ECE" in name:
+            text = f"{statistics.median(values):.1%}  ({min(values):.1%}..{max(values):.1%})"
+        else:
+            text = f"{statistics.median(values):.3g}  ({min(values):.3g}..{max(values):.3g})"
+        print(f"{name:<{width}}{text}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    head_arguments(parser)
     parser.add_argument("--float_layers", default="6,10,15,20", help="selective int8 variants: layers kept in float")
     parser.add_argument("--no_distortions", action="store_true", help="skip the distortion comparison")
-    parser.add_argument("--seeds", default="0,1,2", help="head seeds: each fold is trained once per seed")
     parser.add_argument("--no_tflite", action="store_true", help="skip the TFLite conversions (head figures only)")
-    parser.add_argument("--bottleneck_dir", type=Path, default=None, help="cache to reuse (default: a temporary one)")
     arguments = parser.parse_args()
     if not arguments.image_dir.is_dir():
         sys.exit(f"{arguments.image_dir} not found: pass --image_dir and --weights")
@@ -264,18 +285,7 @@ def main() -> None:
     print(f"\ntrust: {arguments.architecture} on {arguments.image_dir} ({len(paths)} images), {arguments.folds}-fold "
           f"cross-validation by the classic hash, {arguments.steps} steps, seeds {arguments.seeds}; medians over folds "
           f"and seeds (min..max); {time.perf_counter() - started:.0f} s")
-    width = max(map(len, rows)) + 2
-    for name, values in rows.items():
-        if name.endswith("(paired)"):
-            better = sum(value > 0 for value in values) if "accuracy" in name else sum(value < 0 for value in values)
-            worse = sum(value < 0 for value in values) if "accuracy" in name else sum(value > 0 for value in values)
-            text = (f"{statistics.median(values):+.3g}  ({min(values):+.3g}..{max(values):+.3g}); better in {better}, "
-                    f"worse in {worse} of {len(values)}")
-        elif name.endswith(("accuracy", "agreement with Keras")) or "ECE" in name:
-            text = f"{statistics.median(values):.1%}  ({min(values):.1%}..{max(values):.1%})"
-        else:
-            text = f"{statistics.median(values):.3g}  ({min(values):.3g}..{max(values):.3g})"
-        print(f"{name:<{width}}{text}")
+    print_rows(rows)
     print("\nprecision/coverage of the calibrated Keras head on held-out folds (medians over folds):")
     print("--threshold  answers kept that are right  images kept")
     for threshold, pairs in thresholds.items():
