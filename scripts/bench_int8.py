@@ -1,13 +1,13 @@
 """Benchmark how int8 layers are chosen for float: agreement with Keras by k-fold, cost on a Pi 5.
 
-    python scripts/bench_int8.py [--image_dir ../shared/data/flowers] [--folds 5]
+    python scripts/bench_int8.py [--image_dir ../shared/data/flowers] [--folds 5] [--steps 4000] [--seeds 0]
         [--architecture mobilenet_v2_0.5_224] [--weights ../shared/data/weights/...0.5_224_no_top.h5]
         [--float_layers 3,10] [--bottleneck_dir DIR] [--count] [--layer_costs]
 
-The folds, the heads (seed 0, `retrain-edge train`'s defaults) and the calibration images are
-scripts/bench_trust.py's. For each fold, TensorFlow's quantization debugger runs once on the
-classifier; each variant then leaves other layers of its calibrated model in float, and the
-held-out fold runs through LiteRT. Variants:
+The folds, the heads (`retrain-edge train`'s defaults; one per fold, with the first of --seeds)
+and the calibration images are scripts/bench_trust.py's. For each fold, TensorFlow's
+quantization debugger runs once on the classifier; each variant then leaves other layers of its
+calibrated model in float, and the held-out fold runs through LiteRT. Variants:
 - full int8, and convert's default (trainer.convert.float_layer_choice: the worst layers by
   error within the Pi 5 instruction budget);
 - the N worst layers by error alone (--float_layers);
@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 import numpy as np  # noqa: E402
 
-from bench_trust import add_data_arguments, fold_sets, photos, trained_head  # noqa: E402
+from bench_trust import fold_sets, head_arguments, photos, trained_head  # noqa: E402
 from edge.image import load_rgb  # noqa: E402
 from trainer import pi_cost  # noqa: E402
 from trainer.backbones import INPUT_MEAN, INPUT_STD, build_backbone, get_backbone, weights_id  # noqa: E402
@@ -101,7 +101,7 @@ def top1(tflite_bytes: bytes, pixels: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_data_arguments(parser)
+    head_arguments(parser)
     parser.add_argument("--float_layers", default="3,10", help="also the N worst layers by error alone, for each N")
     parser.add_argument("--count", action="store_true", help="count fold 0's variants on the Cortex-A76")
     parser.add_argument("--layer_costs", action="store_true", help="count fold 0's model with single layers in float")
@@ -125,7 +125,9 @@ def main() -> None:
         for fold in range(arguments.folds):
             print(f"fold {fold + 1}/{arguments.folds} ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
             train_mask, validation_mask, held_out = fold_sets([path.name for path in paths], fold, arguments.folds)
-            head, _ = trained_head(TrainOptions(image_dir=Path("."), seed=0), bottlenecks[train_mask], labels[train_mask],
+            options = TrainOptions(image_dir=Path("."), how_many_training_steps=arguments.steps,
+                                   seed=int(arguments.seeds.split(",")[0]))
+            head, _ = trained_head(options, bottlenecks[train_mask], labels[train_mask],
                                    bottlenecks[validation_mask], labels[validation_mask], len(images.labels))
             keras_top1 = head.probabilities(bottlenecks[held_out]).argmax(1)
             model = build_classifier(backbone_model, head)
@@ -166,7 +168,7 @@ def main() -> None:
             counted = {name: by_path[path.resolve()] for name, path in files.items()}
 
     print(f"\nint8 variants: {arguments.architecture} on {arguments.image_dir} ({len(paths)} images), {arguments.folds}-fold "
-          f"by the classic hash, seed-0 heads; top-1 agreement with Keras on the held-out fold, median (min..max); "
+          f"by the classic hash, seed {options.seed} heads; top-1 agreement with Keras on the held-out fold, median (min..max); "
           f"Pi 5 budget {FLOAT_COST_SHARE:.1%}; cost of fold 0's model; {time.perf_counter() - started:.0f} s")
     width = max(map(len, agreements)) + 2
     full = counted.get("full int8")
