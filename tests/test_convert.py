@@ -205,6 +205,8 @@ def test_float_layer_choice_gives_an_expensive_bad_layer_up_by_default():
     # By default it costs far more than the budget, so the depthwise layers are left in float instead.
     assert FLOAT_COST_SHARE * INT8_INSTRUCTIONS_PER_MAC * 1_000_000_000 < layers["stem"].float_instructions()
     assert float_layer_choice(errors, layers, None) == ["early depthwise", "late depthwise"]
+    # --help states the budget.
+    assert f"{FLOAT_COST_SHARE:.1%}" in runner.invoke(app, ["convert", "--help"], terminal_width=200).output
 
 
 def test_model_layers_count_multiply_accumulates():
