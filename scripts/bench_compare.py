@@ -108,12 +108,38 @@ def order(ranking: list[str]) -> str:
     return " > ".join(SHORT[name] for name in ranking)
 
 
+def print_agreement(agree: dict, gaps: dict, held_correct_by_salt: dict, splits: int, names: list[str],
+                    file_names: list[str]) -> None:
+    """How often each judge agrees with the held-out parts, and how large the held-out gaps are against their noise."""
+    pair_count = len(names) * (len(names) - 1) // 2
+    print(f"\nagreement with the held-out part over {splits} splits (a tie: within one standard error of the held-out "
+          f"paired difference to the held-out leader):")
+    print(f"{'judge':<12}{'same ranking':>14}{'same leader':>13}{'pairs in order':>16}{'recommends held-out best':>26}"
+          f"{'recommends one tied with it':>29}")
+    for judge, record in agree.items():
+        print(f"{judge:<12}{record['ranking']:>10}/{splits:<3}{record['leader']:>9}/{splits:<3}"
+              f"{record['pairs']:>11}/{splits * pair_count:<4}{record['recommended best']:>22}/{splits:<3}"
+              f"{record['recommended tied']:>25}/{splits:<3}")
+    print("\nheld-out gaps against their noise (later minus earlier backbone, per split: median gap, median "
+          "standard error, splits where |gap| > 1 s.e. / 2 s.e.):")
+    for (cheap, dear), values in gaps.items():
+        differences, errors = zip(*values)
+        print(f"  {SHORT[dear]} - {SHORT[cheap]}: {statistics.median(differences):+.1%}, ± {statistics.median(errors):.1%}; "
+              f"{sum(abs(d) > e for d, e in values)}/{len(values)}, {sum(abs(d) > 2 * e for d, e in values)}/{len(values)}")
+    print("every photo held out once per salt (heads trained on the other parts), accuracy and the paired gap:")
+    for salt, held_correct in held_correct_by_salt.items():
+        accuracies = " / ".join(f"{SHORT[name]} {held_correct[name].mean():.1%}" for name in names)
+        pooled = "; ".join(f"{SHORT[dear]} - {SHORT[cheap]} {d:+.1%} ± {e:.1%}" for cheap, dear in combinations(names, 2)
+                           for d, e in [paired_difference(held_correct[dear], held_correct[cheap], file_names)])
+        print(f"  salt {salt}: {accuracies}; {pooled}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image_dir", type=Path, default=SHARED / "flowers")
     parser.add_argument("--salts", type=int, default=4, help="salted cuts of the photos; each holds out every photo once")
     parser.add_argument("--holdout", type=int, default=3, help="parts per cut: 3 holds out a third at a time")
-    parser.add_argument("--repeats", default=f"1,{DEFAULT_REPEATS},5", help="fold assignments of the paired judges")
+    parser.add_argument("--repeats", default="1,3,5", help="fold assignments of the paired judges")
     parser.add_argument("--timing_runs", type=int, default=3, help="warm runs of the whole command (0: none)")
     parser.add_argument("--bottleneck_dir", type=Path, default=None, help="cache to reuse (default: a temporary one)")
     arguments = parser.parse_args()
@@ -189,28 +215,8 @@ def main() -> None:
                 print(f"    {judge:<10} ranks {order(ranking)}, recommends {SHORT[recommended]}")
             splits += 1
 
-    pair_count = len(names) * (len(names) - 1) // 2
-    print(f"\nagreement with the held-out part over {splits} splits (a tie: within one standard error of the held-out "
-          f"paired difference to the held-out leader):")
-    print(f"{'judge':<12}{'same ranking':>14}{'same leader':>13}{'pairs in order':>16}{'recommends held-out best':>26}"
-          f"{'recommends one tied with it':>29}")
-    for judge in judges:
-        record = agree[judge]
-        print(f"{judge:<12}{record['ranking']:>10}/{splits:<3}{record['leader']:>9}/{splits:<3}"
-              f"{record['pairs']:>11}/{splits * pair_count:<4}{record['recommended best']:>22}/{splits:<3}"
-              f"{record['recommended tied']:>25}/{splits:<3}")
-    print("\nheld-out gaps against their noise (later minus earlier backbone, per split: median gap, median "
-          "standard error, splits where |gap| > 1 s.e. / 2 s.e.):")
-    for (cheap, dear), values in gaps.items():
-        differences, errors = zip(*values)
-        print(f"  {SHORT[dear]} - {SHORT[cheap]}: {statistics.median(differences):+.1%}, ± {statistics.median(errors):.1%}; "
-              f"{sum(abs(d) > e for d, e in values)}/{len(values)}, {sum(abs(d) > 2 * e for d, e in values)}/{len(values)}")
-    print("every photo held out once per salt (heads trained on the other parts), accuracy and the paired gap:")
-    for salt, held_correct in held_correct_by_salt.items():
-        accuracies = " / ".join(f"{SHORT[name]} {held_correct[name].mean():.1%}" for name in names)
-        pooled = "; ".join(f"{SHORT[dear]} - {SHORT[cheap]} {d:+.1%} ± {e:.1%}" for cheap, dear in combinations(names, 2)
-                           for d, e in [paired_difference(held_correct[dear], held_correct[cheap], file_names)])
-        print(f"  salt {salt}: {accuracies}; {pooled}")
+    if splits:
+        print_agreement(agree, gaps, held_correct_by_salt, splits, names, file_names)
     if warm:
         print(f"`retrain-edge compare`, all {len(labels)} photos, {len(names)} backbones, --repeats {DEFAULT_REPEATS}: "
               + (f"first run {first_s:.1f} s; " if first_s is not None else "")

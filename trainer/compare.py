@@ -8,11 +8,13 @@ to measure what it costs. The recommendation is the cheapest backbone whose accu
 one standard error of the best's, the error being that of their paired difference.
 
 The question is which of these backbones is more accurate on these photos, so the statistics are
-those of a comparison: every backbone is judged on the same photos, and the standard error of a
-backbone's per-photo difference to the best (trainer.crossval.paired_difference) is a fraction of
-either accuracy's own, which mostly says how hard the photos are. The folds are cut `repeats`
-times (repeated k-fold, bursts kept together) and the per-photo correctness averaged, because on
-600 flowers which of two close backbones came first moved with the one fold assignment.
+those of a comparison: every backbone is judged on the same photos, so the noise that matters is
+that of a backbone's per-photo difference to the best (trainer.crossval.paired_difference), not
+either accuracy's own spread, which mostly says how hard the photos are. (The spread over five
+folds, which compare used before, has four degrees of freedom and came out smaller than the paired
+error on the flowers.) With --repeats the folds are cut again by salted hashes, bursts kept
+together, and each photo's correctness averaged over the cuts; on the flowers that did not make
+the ranking agree with held-out photos more often (trainer.crossval.DEFAULT_REPEATS).
 
 The cost is the int8 model's Cortex-A76 (Pi 5) instruction count per invoke when the Pi-cost
 counter (trainer/pi_cost.py) is built, with the Cortex-A72 (Pi 4) count beside it, and its x86
@@ -45,8 +47,8 @@ from trainer.backbones import (
 from trainer.bottlenecks import BottleneckCache, default_bottleneck_dir, file_keys, image_bottlenecks, make_forward
 from trainer.convert import DEFAULT_CALIBRATION_IMAGES, DEFAULT_FLOAT_LAYERS, calibration_paths, convert_model
 from trainer.crossval import (
-    DEFAULT_FOLDS, DEFAULT_REPEATS, mean_and_clustered_standard_error, out_of_fold_calibration, out_of_fold_logits, paired_difference,
-    repeat_folds,
+    DEFAULT_FOLDS, DEFAULT_REPEATS, mean_and_clustered_standard_error, out_of_fold_calibration, out_of_fold_logits,
+    paired_difference, repeat_folds,
 )
 from trainer.dataset import list_images
 from trainer.outputs import write_bytes_atomic
@@ -284,10 +286,15 @@ def out_of_fold_correct(options: TrainOptions, bottlenecks: np.ndarray, labels: 
 def set_paired_differences(figures: list[BackboneFigures], correct: list[np.ndarray], file_names: list[str]) -> None:
     """Each row's difference to the most accurate row and its standard error, paired on the same
     photos; correct holds each row's per-photo correctness, (repeats, n)."""
-    best = max(range(len(figures)), key=lambda index: figures[index].accuracy)
+    best = figures.index(most_accurate(figures))
     for row, row_correct in zip(figures, correct):
         row.difference_to_best, row.difference_standard_error = paired_difference(correct[best], row_correct,
                                                                                   file_names)
+
+
+def most_accurate(figures: list[BackboneFigures]) -> BackboneFigures:
+    """The row every other is compared with; of rows exactly as accurate, the cheapest."""
+    return max(figures, key=lambda row: (row.accuracy, -row.cost))
 
 
 def calibration_indices(examples: list[tuple[str, int]], labels: list[str]) -> list[int]:
@@ -411,7 +418,7 @@ def format_compare(result: CompareResult) -> str:
              f"float32 MB  int8 MB      cost{'  Pi 4 (A72)' if device.counted else ''}  front"]
     for row in result.figures:
         lines.append(f"{row.architecture:<{name_width}}  {row.accuracy:>8.1%} ± {row.accuracy_standard_error:>5.1%}  "
-                     f"{versus_best(row):>16}  {row.out_of_fold_ece:>15.1%}  {row.bottleneck_ms:>13.1f}  "
+                     f"{versus_best(row, result.figures):>16}  {row.out_of_fold_ece:>15.1%}  {row.bottleneck_ms:>13.1f}  "
                      f"{row.float32_bytes / 1e6:>10.2f}  {row.int8_bytes / 1e6:>7.2f}  {row.cost:>8.2f}"
                      f"{f'  {row.cortex_a72_cost:>10.2f}' if device.counted else ''}  {'yes' if row.on_front else '':>5}")
     lines.append(f"recommended: {result.recommended.architecture} ({recommendation_reason(result)}); "
@@ -423,19 +430,19 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def versus_best(row: BackboneFigures) -> str:
+def versus_best(row: BackboneFigures, figures: list[BackboneFigures]) -> str:
     """This row's accuracy minus the most accurate's ± the standard error of that paired difference."""
-    if row.difference_to_best == 0 and row.difference_standard_error == 0:
+    if row is most_accurate(figures):
         return "best"
-    return f"{-row.difference_to_best:+.1%} ± {row.difference_standard_error:.1%}"
+    return f"{0.0 - row.difference_to_best:+.1%} ± {row.difference_standard_error:.1%}"  # 0.0 -: no "-0.0%"
 
 
 def recommendation_reason(result: CompareResult) -> str:
     """Why the recommended backbone, in words, naming the backbones tied with the most accurate."""
     chosen = result.recommended
-    best = max(result.figures, key=lambda row: row.accuracy)
+    best = most_accurate(result.figures)
     rule = "within one standard error of the paired difference"
-    tied = ", ".join(f"{row.architecture} {versus_best(row)}" for row in result.figures
+    tied = ", ".join(f"{row.architecture} {versus_best(row, result.figures)}" for row in result.figures
                      if row.tied_with_best and row is not best)
     if not tied:
         return f"the most accurate; no other backbone is {rule}"
@@ -510,7 +517,7 @@ def compare_page(result: CompareResult) -> str:
         f'<tr data-architecture="{html.escape(row.architecture)}"><td>{html.escape(row.architecture)}'
         f'{" <strong>(recommended)</strong>" if row.recommended else ""}</td>'
         f"<td>{percent(row.accuracy)} ± {percent(row.accuracy_standard_error)}</td>"
-        f"<td>{html.escape(versus_best(row))}</td><td>{percent(row.out_of_fold_ece)}</td>"
+        f"<td>{html.escape(versus_best(row, result.figures))}</td><td>{percent(row.out_of_fold_ece)}</td>"
         f"<td>{row.bottleneck_ms:.1f}</td><td>{row.float32_bytes / 1e6:.2f}</td><td>{row.int8_bytes / 1e6:.2f}</td>"
         f"<td>{row.cost:.3g}</td>{f'<td>{row.cortex_a72_cost:.3g}</td>' if device.counted else ''}"
         f"<td>{'yes' if row.on_front else ''}</td></tr>" for row in result.figures)
