@@ -2,8 +2,10 @@
 
 The trainer computes bottlenecks from exactly the pixels the device will feed its model, so a
 model never sees at run time an input it was not trained on. Both sides call `load_rgb` (files,
-or a file's bytes as a Beam pipeline reads them) or `resize_rgb` (camera frames); neither imports
-TensorFlow.
+or a file's bytes as a Beam pipeline reads them) or `resize_bgr` (camera frames); neither imports
+TensorFlow. A camera frame reaches the trainer only as a JPEG the device saved (--collect,
+--save_uncertain), which `load_rgb` decodes at the JPEG decoder's reduced scale: `resize_bgr`
+shrinks a frame by that same factor first, so it sees the frame much as the trainer will.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MAX_IMAGE_PIXELS = 250_000_000
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # Pillow warns above its limit: raised as an error below
 RESAMPLE = Image.Resampling.BILINEAR
+# The scales libjpeg can decode at (1/1, 1/2, 1/4, 1/8), largest first, as Pillow's draft picks them.
+DRAFT_FACTORS = (8, 4, 2, 1)
 
 
 class ImageError(ValueError):
@@ -66,17 +70,31 @@ def resize_rgb(image: Image.Image | np.ndarray, size: tuple[int, int]) -> np.nda
     return np.asarray(image, dtype=np.uint8)
 
 
+def draft_factor(image_size: tuple[int, int], size: tuple[int, int]) -> int:
+    """The factor (1, 2, 4 or 8) by which `load_rgb` has the JPEG decoder shrink an image of
+    image_size=(width, height) for size=(height, width): the largest that keeps both sides at
+    least size, as Pillow's JpegImageFile.draft chooses it."""
+    height, width = size
+    fits = min(image_size[0] // width, image_size[1] // height)
+    return next(factor for factor in DRAFT_FACTORS if factor <= max(fits, 1))
+
+
 def resize_bgr(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A camera's BGR uint8 (H, W, 3) frame -> RGB uint8 (height, width, 3) at size=(height, width).
 
-    The same pixels as `resize_rgb` of the frame in RGB order. Pillow's unpacker reads the BGR
-    bytes straight into its RGB image, in the copy it makes anyway: swapping the channels of the
-    whole frame first costs a Pi more than the network itself when NumPy does it (picamera2
+    The frame is first averaged over draft_factor x draft_factor boxes (Pillow's reduce), then
+    resized as `resize_rgb` does. That is what `load_rgb` computes for the frame saved as a JPEG,
+    with a box average where the decoder scales in its DCT: measured on the flower photos as
+    640x480 frames, closer to the trainer's pixels than resizing the whole frame, for about two
+    thirds of the instructions on a Pi (`scripts/frame_cost.py`). Pillow's unpacker reads the
+    BGR bytes straight into its RGB image, in the copy it makes anyway: swapping the channels of
+    the whole frame first costs a Pi more than the network itself when NumPy does it (picamera2
     without OpenCV), and is never needed.
     """
     height, width = frame.shape[:2]
     image = Image.frombuffer("RGB", (width, height), np.ascontiguousarray(frame), "raw", "BGR", 0, 1)
-    return resize_rgb(image, size)
+    factor = draft_factor(image.size, size)
+    return resize_rgb(image.reduce(factor) if factor > 1 else image, size)
 
 
 def load_rgb(path: str | Path | bytes, size: tuple[int, int]) -> np.ndarray:

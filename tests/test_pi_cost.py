@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import broken_counter, load_script, shared_path
@@ -88,6 +90,31 @@ def test_table_shows_millions_and_the_frame_ratio():
                    cost("/d/interop/int8.tflite", "cortex-a76", 22_600_000, 40_680_000)]).splitlines()
     assert lines[0].startswith("| model | cortex-a72 (Pi 4) invoke | cortex-a76 (Pi 5) invoke")
     assert lines[2] == "| interop/int8 | 45.7 M | 22.6 M | 40.7 M | 1.80x |"
+
+
+def test_frame_cost_compares_each_preparation_with_the_trainers_pixels(tmp_path):
+    frame_cost = load_script("frame_cost")
+    rows = np.linspace(0, 255, 600)[:, np.newaxis, np.newaxis]
+    columns = np.linspace(0, 255, 800)[np.newaxis, :, np.newaxis]
+    for index, channels in enumerate(((1, 0, 0), (0, 1, 1))):
+        (tmp_path / "class").mkdir(exist_ok=True)
+        gradient = (rows * channels + columns * (1 - np.array(channels))).astype(np.uint8)
+        Image.fromarray(gradient).save(tmp_path / "class" / f"{index}.png")
+    lines = frame_cost.pixel_table(tmp_path, 10, None).splitlines()
+    assert lines[0].startswith("2 photos from") and len(lines) == 3 + len(frame_cost.PREPARATIONS)
+    means = {line.split(" | ")[0][2:]: float(line.split(" | ")[1]) for line in lines[3:]}
+    assert set(means) == set(frame_cost.PREPARATIONS) and all(0 <= mean < 8 for mean in means.values())
+
+
+@pytest.mark.slow
+def test_frame_cost_counts_the_preparations():
+    if find_counter() is None:
+        pytest.skip("the Pi instruction counter is not built (make arm64-check, then make pi-cost)")
+    frame_cost = load_script("frame_cost")
+    lines = frame_cost.cost_table(shared_path("thirdparty", "mobilenet_v2_1.0_224_quant.tflite")).splitlines()
+    millions = {line.split(" | ")[0][2:]: float(line.split(" | ")[1].removesuffix(" M")) for line in lines[3:]}
+    # The frame shrunk first costs less than resizing it whole; both are well under the network.
+    assert 1 < millions[frame_cost.CURRENT] < 0.8 * millions[frame_cost.BASELINE] < millions["bare invoke()"]
 
 
 @pytest.mark.slow

@@ -108,6 +108,21 @@ def count(models: list[Path], cpus: tuple[str, ...] = CPUS, counter: Counter | N
 
 
 def _count_on(cpu: str, models: list[Path], counter: Counter, repeats: int) -> list[ModelCost]:
+    counted = count_regions(cpu, GUEST_PROGRAM, [str(repeats), *map(str, models)], counter,
+                            SECONDS_PER_MODEL * (len(models) + 1))
+    try:
+        return [ModelCost(model, cpu, counted[(str(model), "invoke")], counted[(str(model), "frame")]) for model in models]
+    except KeyError as error:
+        raise UserError(f"the Pi counter counted nothing for {error} on {cpu}; rebuild it ({HOW_TO_BUILD})") from None
+
+
+def count_regions(cpu: str, program: Path, arguments: list[str], counter: Counter,
+                  timeout: float) -> dict[tuple[str, str], list[int]]:
+    """Run a guest program (one that marks regions as trainer/pi_cost_guest.py does) on `cpu`:
+    (model path, what) -> the instructions of each run of that region, the markers' cost taken off.
+
+    Raises UserError when it fails, takes longer than `timeout` seconds, or its output is unreadable.
+    """
     root = counter.roots[cpu]
     # The working tree's edge runtime, read through qemu from the host: its path is not in the root.
     source_root = Path(__file__).resolve().parents[1]
@@ -117,36 +132,30 @@ def _count_on(cpu: str, models: list[Path], counter: Counter, repeats: int) -> l
     with tempfile.TemporaryDirectory(prefix="pi-cost-") as scratch:
         counts_path = Path(scratch) / "counts.txt"
         command = [str(counter.qemu), "-cpu", cpu, "-plugin", f"{counter.plugin},out={counts_path}",
-                   "-L", str(root), str(root / "usr/bin/python3"), str(GUEST_PROGRAM), str(repeats),
-                   *map(str, models)]
+                   "-L", str(root), str(root / "usr/bin/python3"), str(program), *arguments]
         try:
-            result = subprocess.run(command, env=environment, capture_output=True, text=True,
-                                    timeout=SECONDS_PER_MODEL * (len(models) + 1))
+            result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise UserError(f"counting on {cpu} took longer than {SECONDS_PER_MODEL} s per model") from None
+            raise UserError(f"counting on {cpu} took longer than {timeout:.0f} s") from None
         except OSError as error:
             raise UserError(f"the Pi counter could not run on {cpu}: {error}") from None
         if result.returncode:
             last_line = (result.stderr.strip().splitlines() or ["no message"])[-1]
             raise UserError(f"the emulated {cpu} program failed: {last_line}")
         try:
-            return _read_costs(cpu, models, result.stdout, counts_path)
+            return _read_regions(result.stdout, counts_path)
         except (OSError, ValueError, KeyError, IndexError, TypeError) as error:
             # A counter half rebuilt or a plugin of another version: one line, not a traceback.
             raise UserError(f"the Pi counter's output could not be read on {cpu}: {type(error).__name__}: {error}; "
                             f"rebuild it ({HOW_TO_BUILD})") from None
 
 
-def _read_costs(cpu: str, models: list[Path], stdout: str, counts_path: Path) -> list[ModelCost]:
+def _read_regions(stdout: str, counts_path: Path) -> dict[tuple[str, str], list[int]]:
     """The guest's region table (its last stdout line, JSON) joined with the plugin's counts file."""
     regions = json.loads(stdout.strip().splitlines()[-1])
     counted: dict[tuple[str, str], list[int]] = {}
     for line in counts_path.read_text().splitlines():
         label, instructions = line.split()
         counted.setdefault(tuple(regions[label]), []).append(int(instructions))
-    markers = int(statistics.median(counted[("", "empty")]))
-    costs = []
-    for model in models:
-        runs = {what: [instructions - markers for instructions in counted[(str(model), what)]] for what in ("invoke", "frame")}
-        costs.append(ModelCost(model, cpu, runs["invoke"], runs["frame"]))
-    return costs
+    markers = int(statistics.median(counted.pop(("", "empty"))))
+    return {region: [instructions - markers for instructions in runs] for region, runs in counted.items()}

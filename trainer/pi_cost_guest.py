@@ -36,23 +36,35 @@ def _mark(offset: int, label: int) -> None:
         pass
 
 
-def main(repeats: int, model_paths: list[str]) -> dict[int, list[str]]:
-    regions: dict[int, list[str]] = {}
-    # A collection landing inside one counted frame and not in the others would make it unrepeatable.
-    gc.disable()
+class Regions:
+    """Counted regions: label -> [model path, what]; the plugin writes each label's count."""
 
-    def counted(model_path: str, what: str, run) -> None:
-        for _ in range(repeats):
-            label = len(regions)
-            regions[label] = [model_path, what]
+    def __init__(self, repeats: int):
+        self.repeats = repeats
+        self.table: dict[int, list[str]] = {}
+        self.count("", "empty", lambda: None)  # the markers' own cost, subtracted by the caller
+
+    def count(self, model_path: str, what: str, run) -> None:
+        """Count `run()` `repeats` times, each run its own region."""
+        for _ in range(self.repeats):
+            label = len(self.table)
+            self.table[label] = [model_path, what]
             _mark(PI_COST_START, label)
             run()
             _mark(PI_COST_STOP, label)
 
-    counted("", "empty", lambda: None)  # the markers' own cost, subtracted by the caller
-    # Fixed, varied pixels: no kernel that runs here branches on the values, but a fixed input
-    # keeps even a data-dependent one repeatable.
-    frame = np.random.default_rng(0).integers(0, 256, FRAME_SHAPE, dtype=np.uint8)
+
+def camera_frame() -> np.ndarray:
+    """Fixed, varied pixels: no kernel that runs here branches on the values, but a fixed input
+    keeps even a data-dependent one repeatable."""
+    return np.random.default_rng(0).integers(0, 256, FRAME_SHAPE, dtype=np.uint8)
+
+
+def main(repeats: int, model_paths: list[str]) -> dict[int, list[str]]:
+    # A collection landing inside one counted frame and not in the others would make it unrepeatable.
+    gc.disable()
+    regions = Regions(repeats)
+    frame = camera_frame()
     recent_scores = deque(maxlen=1)  # what edge-classify's stream loop passes without --smooth
     for model_path in model_paths:
         model = load_model(model_path, num_threads=1)
@@ -60,11 +72,11 @@ def main(repeats: int, model_paths: list[str]) -> dict[int, list[str]]:
             np.random.default_rng(1).integers(0, 256, (*model.input_size, 3), dtype=np.uint8)))
         for _ in range(WARMUP_INVOCATIONS):
             model.interpreter.invoke()
-        counted(model_path, "invoke", model.interpreter.invoke)
+        regions.count(model_path, "invoke", model.interpreter.invoke)
         for _ in range(WARMUP_INVOCATIONS):
             classify_frame(model, frame, TOP_K, recent_scores=recent_scores)
-        counted(model_path, "frame", lambda: classify_frame(model, frame, TOP_K, recent_scores=recent_scores))
-    return regions
+        regions.count(model_path, "frame", lambda: classify_frame(model, frame, TOP_K, recent_scores=recent_scores))
+    return regions.table
 
 
 if __name__ == "__main__":
