@@ -1,7 +1,7 @@
 """Does `retrain-edge compare` rank backbones as photos it never saw do, and what does a warm rerun cost?
 
     python scripts/bench_compare.py [--image_dir ../shared/data/flowers] [--salts 4] [--holdout 3]
-        [--repeats 1,3,5] [--timing_runs 3] [--bottleneck_dir DIR]
+        [--repeats 1,3,5] [--timing_runs 3] [--timed_repeats 1] [--bottleneck_dir DIR]
 
 Held-out splits: for each of `salts` salts, the photos are cut into `holdout` parts by their burst
 key's salted hash (trainer.crossval.salted_hash: the frames of a burst stay together), and each part
@@ -70,10 +70,10 @@ def cached_bottlenecks(bottleneck_dir: Path, architecture: str, weights: Path, p
     return None if any(vector is None for vector in vectors) else np.stack(vectors)
 
 
-def compare_command(image_dir: Path, bottleneck_dir: Path, report_dir: Path) -> list[str]:
+def compare_command(image_dir: Path, bottleneck_dir: Path, report_dir: Path, repeats: int) -> list[str]:
     return [sys.executable, "-m", "trainer.cli", "compare", "--image_dir", str(image_dir),
             "--architectures", ",".join(BACKBONES), "--weights", ",".join(map(str, BACKBONES.values())),
-            "--bottleneck_dir", str(bottleneck_dir), "--report_dir", str(report_dir)]
+            "--bottleneck_dir", str(bottleneck_dir), "--report_dir", str(report_dir), "--repeats", str(repeats)]
 
 
 def run_timed(command: list[str]) -> float:
@@ -141,6 +141,7 @@ def main() -> None:
     parser.add_argument("--holdout", type=int, default=3, help="parts per cut: 3 holds out a third at a time")
     parser.add_argument("--repeats", default="1,3,5", help="fold assignments of the paired judges")
     parser.add_argument("--timing_runs", type=int, default=3, help="warm runs of the whole command (0: none)")
+    parser.add_argument("--timed_repeats", type=int, default=DEFAULT_REPEATS, help="--repeats of the timed command")
     parser.add_argument("--bottleneck_dir", type=Path, default=None, help="cache to reuse (default: a temporary one)")
     arguments = parser.parse_args()
     if not arguments.image_dir.is_dir():
@@ -157,7 +158,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         bottleneck_dir = arguments.bottleneck_dir or work / "cache"
-        command = compare_command(arguments.image_dir, bottleneck_dir, work / "all")
+        command = compare_command(arguments.image_dir, bottleneck_dir, work / "all", arguments.timed_repeats)
         bottlenecks = {name: cached_bottlenecks(bottleneck_dir, name, weights, paths) for name, weights in BACKBONES.items()}
         first_s = None
         if any(vectors is None for vectors in bottlenecks.values()):
@@ -218,7 +219,7 @@ def main() -> None:
     if splits:
         print_agreement(agree, gaps, held_correct_by_salt, splits, names, file_names)
     if warm:
-        print(f"`retrain-edge compare`, all {len(labels)} photos, {len(names)} backbones, --repeats {DEFAULT_REPEATS}: "
+        print(f"`retrain-edge compare`, all {len(labels)} photos, {len(names)} backbones, --repeats {arguments.timed_repeats}: "
               + (f"first run {first_s:.1f} s; " if first_s is not None else "")
               + f"warm median {statistics.median(warm):.1f} s (min {min(warm):.1f}, {len(warm)} runs; target "
               f"<= {WARM_TARGET_S} s)")
