@@ -97,6 +97,7 @@ def run(function: Callable, *arguments, needs_tensorflow: bool = True):
 
 
 def train_and_report(options) -> None:
+    from trainer.calibration import format_perfect_calibration
     from trainer.train import train
 
     result = train(options)
@@ -112,7 +113,8 @@ def train_and_report(options) -> None:
         typer.echo(f"temperature {calibration['temperature']:.2f}, fitted on {calibration['image_count']} out-of-fold "
                    f"predictions ({calibration['folds']} folds), folded into the final layer; out-of-fold expected "
                    f"calibration error {calibration['out_of_fold_ece']['before']:.1%} before, "
-                   f"{calibration['out_of_fold_ece']['after']:.1%} after")
+                   f"{calibration['out_of_fold_ece']['after']:.1%} after; "
+                   + format_perfect_calibration(calibration["out_of_fold_ece"]["perfectly_calibrated"]))
     if options.choose_regularisation:
         hyperparameters = result.run["hyperparameters"]
         typer.echo(f"chosen by out-of-fold NLL: --weight_decay {hyperparameters['weight_decay']:g} --label_smoothing "
