@@ -26,8 +26,8 @@ Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # Pillow warns above its limit: raise
 RESAMPLE = Image.Resampling.BILINEAR
 # The scales libjpeg can decode at (1/1, 1/2, 1/4, 1/8), largest first, as Pillow's draft picks them.
 DRAFT_FACTORS = (8, 4, 2, 1)
-# OpenCV (the camera extra; the device's base install has none) shrinks frames by 2 for a
-# twentieth of Pillow's instructions. Looked up, not imported: the trainer and file
+# OpenCV (the camera extra; the device's base install has none) halves frames for far fewer
+# instructions than Pillow (`shrink_bgr`). Looked up, not imported: the trainer and file
 # classification import this module too, and have no use for OpenCV's start-up.
 OPENCV_INSTALLED = importlib.util.find_spec("cv2") is not None
 
@@ -88,14 +88,14 @@ def shrink_bgr(frame: np.ndarray, factor: int) -> Image.Image:
     """A BGR uint8 (H, W, 3) frame averaged over factor x factor boxes, as Pillow's reduce does:
     an RGB PIL image of ceil(W / factor) x ceil(H / factor).
 
-    Where OpenCV is installed and halves the frame exactly, its INTER_AREA does the halving: the
-    same pixels (both round (a + b + c + d + 2) >> 2; tests/test_edge.py checks it, and
-    scripts/frame_cost_check.py on the emulated Pi 5) for a fraction of the instructions of Pillow
-    reading the whole frame and reducing it (scripts/frame_cost.py). Not for 4 or 8, where
-    OpenCV rounds halves to even and Pillow up, nor for odd sides, whose last box Pillow averages
-    over the pixels there are and OpenCV drops. Pillow's unpacker reads the BGR bytes straight
-    into its RGB image, in the copy it makes anyway: swapping the channels of the whole frame
-    first costs a Pi more than the network itself when NumPy does it (picamera2 without OpenCV).
+    Where OpenCV is installed and the frame's sides are even, OpenCV's INTER_AREA halves it: the
+    same pixels, value for value (tests/test_pi_cost.py on the test machine, frame_cost_guest.py on
+    the emulated Pi 5 with the arm64 wheels), for a fraction of the instructions of Pillow reading
+    the whole frame and reducing it (scripts/frame_cost.py). Not by 4 or 8, where OpenCV rounds
+    some box means differently (off by 1), nor for odd sides, whose last box Pillow averages over
+    the pixels there are and OpenCV drops. Pillow's unpacker reads the BGR bytes straight into its
+    RGB image, in the copy it makes anyway: swapping the channels of the whole frame first costs a
+    Pi more than the network itself when NumPy does it (picamera2 without OpenCV).
     """
     height, width = frame.shape[:2]
     if OPENCV_INSTALLED and factor == 2 and height % 2 == 0 and width % 2 == 0:
@@ -112,8 +112,8 @@ def resize_bgr(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     The frame is first averaged over draft_factor x draft_factor boxes (`shrink_bgr`), then
     resized as `resize_rgb` does. That is what `load_rgb` computes for the frame saved as a JPEG,
     with a box average where the decoder scales in its DCT: measured on the flower photos as
-    640x480 frames, closer to the trainer's pixels than resizing the whole frame, for less than
-    half the instructions on a Pi (`scripts/frame_cost.py`).
+    640x480 frames, closer to the trainer's pixels than resizing the whole frame, for 0.46x its
+    instructions on a Pi with OpenCV, 0.69x without (`scripts/frame_cost.py`).
     """
     height, width = frame.shape[:2]
     return resize_rgb(shrink_bgr(frame, draft_factor((width, height), size)), size)
