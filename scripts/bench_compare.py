@@ -1,31 +1,40 @@
 """Does `retrain-edge compare` rank backbones as photos it never saw do, and what does a warm rerun cost?
 
-    python scripts/bench_compare.py [--image_dir ../shared/data/flowers] [--splits 5] [--repeats 3]
-        [--bottleneck_dir DIR]
+    python scripts/bench_compare.py [--image_dir ../shared/data/flowers] [--salts 4] [--holdout 3]
+        [--repeats 1,3,5] [--timing_runs 3] [--timed_repeats 1] [--bottleneck_dir DIR]
 
-Split s of `splits` holds back the photos whose classic split hash falls in
-[100 s / splits, 100 (s + 1) / splits). `compare` sees only the others (a folder of symbolic links
-to them); then each backbone's head is trained on those same photos as `train` trains it and
-scored on the held-back ones. Over all splits every photo is held back once, so the held-back
-accuracy of a backbone is measured on every photo by heads that never saw it, and compare's
-choices were made without it. Printed: per split, compare's ranking and recommendation; per
-backbone, compare's accuracy (mean over splits) and the pooled held-back accuracy; both rankings.
-Then the whole `retrain-edge compare` command runs on every photo, once to fill the caches and
-`repeats` times warm; the median warm wall time is printed beside its target (3 min on 2 cores).
-The backbones are the three whose weights ship with the shared data.
+Held-out splits: for each of `salts` salts, the photos are cut into `holdout` parts by their burst
+key's salted hash (trainer.crossval.salted_hash: the frames of a burst stay together), and each part
+is held out in turn, so every salt holds out every photo once. On the rest, compare's statistics
+rank the backbones and recommend one, exactly as `compare` does (its own functions, on the cached
+bottlenecks); each backbone's head is then trained on the same rest with `train`'s defaults and
+scored on the held-out part. Compared per split, for each way compare could judge:
+
+- `before`: one fold assignment, accuracy the mean over folds, the recommendation the cheapest
+  within one standard error (over folds) of the best's accuracy (compare until this script);
+- `paired, R`: R fold assignments (repeated k-fold), the recommendation the cheapest within one
+  standard error of its paired per-photo difference to the best (compare now, R = --repeats).
+
+Printed: per split, each judge's ranking and recommendation and the held-out accuracies with the
+gap between the two held-out leaders ± its paired standard error; per judge, how often its ranking,
+its leader, its pairs' order and its recommendation agree with the held-out ones; and how large
+the held-out gaps are against their noise. Then, unless --timing_runs 0, the whole
+`retrain-edge compare` command runs on every photo, once to fill the caches and `timing_runs`
+times warm; the median warm wall time is printed beside its target (3 min on 2 cores). The
+backbones are the three whose weights ship with the shared data; their cost order (v1 0.25, then
+v2 0.35, then v2 0.5) is the same for every cost compare measures.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from itertools import combinations
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -37,110 +46,183 @@ import numpy as np  # noqa: E402
 
 from trainer.backbones import get_backbone, weights_id  # noqa: E402
 from trainer.bottlenecks import BottleneckCache, file_keys  # noqa: E402
-from trainer.compare import CompareOptions, compare  # noqa: E402
-from trainer.dataset import hash_percentage, list_images  # noqa: E402
+from trainer.compare import (  # noqa: E402
+    DEFAULT_REPEATS, BackboneFigures, mark_front_and_recommendation, out_of_fold_correct, set_paired_differences,
+)
+from trainer.crossval import mean_and_standard_error, paired_difference, salted_hash  # noqa: E402
+from trainer.dataset import list_images  # noqa: E402
 from trainer.train import TrainOptions, train_head  # noqa: E402
 
 WEIGHTS = SHARED / "weights"
-BACKBONES = {
+BACKBONES = {  # cheapest first
     "mobilenet_v1_0.25_224": WEIGHTS / "mobilenet_2_5_224_tf_no_top.h5",
     "mobilenet_v2_0.35_224": WEIGHTS / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5",
     "mobilenet_v2_0.5_224": WEIGHTS / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5",
 }
+SHORT = {"mobilenet_v1_0.25_224": "v1 0.25", "mobilenet_v2_0.35_224": "v2 0.35", "mobilenet_v2_0.5_224": "v2 0.5"}
 WARM_TARGET_S = 180
 
 
-def seen_folder(image_dir: Path, split: int, splits: int, folder: Path) -> list[tuple[str, int]]:
-    """Symbolic links to the photos compare may see under folder; returns the held-back (path, label)."""
-    images = list_images(image_dir, 0, 0)
-    held_back = []
-    for path, label in images.examples("training"):
-        percentage = hash_percentage(Path(path).name)
-        if 100 * split / splits <= percentage < 100 * (split + 1) / splits or (split == splits - 1 and percentage >= 100):
-            held_back.append((path, label))
-        else:
-            link = folder / path
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(images.image_dir / path)
-    return held_back
-
-
-def cached_bottlenecks(bottleneck_dir: Path, architecture: str, weights: Path, paths: list[Path]) -> np.ndarray:
-    """The vectors compare computed: every photo is in the cache after its first run."""
+def cached_bottlenecks(bottleneck_dir: Path, architecture: str, weights: Path, paths: list[Path]) -> np.ndarray | None:
+    """The vectors compare computed for these photos, or None when some are not cached yet."""
     cache = BottleneckCache.for_backbone(bottleneck_dir, get_backbone(architecture), weights_id(str(weights), 0))
     vectors = [cache.read(key) for key in file_keys(paths)]
-    if any(vector is None for vector in vectors):
-        sys.exit(f"{architecture}: some bottlenecks are not cached; run compare on every photo first")
-    return np.stack(vectors)
+    return None if any(vector is None for vector in vectors) else np.stack(vectors)
+
+
+def compare_command(image_dir: Path, bottleneck_dir: Path, report_dir: Path, repeats: int) -> list[str]:
+    return [sys.executable, "-m", "trainer.cli", "compare", "--image_dir", str(image_dir),
+            "--architectures", ",".join(BACKBONES), "--weights", ",".join(map(str, BACKBONES.values())),
+            "--bottleneck_dir", str(bottleneck_dir), "--report_dir", str(report_dir), "--repeats", str(repeats)]
+
+
+def run_timed(command: list[str]) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    if done.returncode:
+        sys.exit(done.stderr)
+    return time.perf_counter() - started
+
+
+def judge_before(calibrations: dict[str, dict]) -> tuple[list[str], str]:
+    """compare until this script: mean over one assignment's folds; the cheapest within one
+    standard error over folds of the best's accuracy."""
+    stats = {name: mean_and_standard_error(record["fold_accuracies"]) for name, record in calibrations.items()}
+    ranking = sorted(stats, key=lambda name: -stats[name][0])
+    best_accuracy, best_error = stats[ranking[0]]
+    recommended = next(name for name in BACKBONES if stats[name][0] >= best_accuracy - best_error)
+    return ranking, recommended
+
+
+def judge_paired(correct: dict[str, np.ndarray], file_names: list[str]) -> tuple[list[str], str]:
+    """compare now, with as many fold assignments as `correct` has rows: its own functions."""
+    figures = [BackboneFigures(name, "", [], float(rows.mean()), 0.0, 0.0, 1.0, 0.0, 0, 0, float(cost))
+               for cost, (name, rows) in enumerate(correct.items())]
+    set_paired_differences(figures, list(correct.values()), file_names)
+    mark_front_and_recommendation(figures)
+    ranking = [row.architecture for row in sorted(figures, key=lambda row: -row.accuracy)]
+    return ranking, next(row.architecture for row in figures if row.recommended)
+
+
+def order(ranking: list[str]) -> str:
+    return " > ".join(SHORT[name] for name in ranking)
+
+
+def print_agreement(agree: dict, gaps: dict, held_correct_by_salt: dict, splits: int, names: list[str],
+                    file_names: list[str]) -> None:
+    """How often each judge agrees with the held-out parts, and how large the held-out gaps are against their noise."""
+    pair_count = len(names) * (len(names) - 1) // 2
+    print(f"\nagreement with the held-out part over {splits} splits (a tie: within one standard error of the held-out "
+          f"paired difference to the held-out leader):")
+    print(f"{'judge':<12}{'same ranking':>14}{'same leader':>13}{'pairs in order':>16}{'recommends held-out best':>26}"
+          f"{'recommends one tied with it':>29}")
+    for judge, record in agree.items():
+        print(f"{judge:<12}{record['ranking']:>10}/{splits:<3}{record['leader']:>9}/{splits:<3}"
+              f"{record['pairs']:>11}/{splits * pair_count:<4}{record['recommended best']:>22}/{splits:<3}"
+              f"{record['recommended tied']:>25}/{splits:<3}")
+    print("\nheld-out gaps against their noise (later minus earlier backbone, per split: median gap, median "
+          "standard error, splits where |gap| > 1 s.e. / 2 s.e.):")
+    for (cheap, dear), values in gaps.items():
+        differences, errors = zip(*values)
+        print(f"  {SHORT[dear]} - {SHORT[cheap]}: {statistics.median(differences):+.1%}, ± {statistics.median(errors):.1%}; "
+              f"{sum(abs(d) > e for d, e in values)}/{len(values)}, {sum(abs(d) > 2 * e for d, e in values)}/{len(values)}")
+    print("every photo held out once per salt (heads trained on the other parts), accuracy and the paired gap:")
+    for salt, held_correct in held_correct_by_salt.items():
+        accuracies = " / ".join(f"{SHORT[name]} {held_correct[name].mean():.1%}" for name in names)
+        pooled = "; ".join(f"{SHORT[dear]} - {SHORT[cheap]} {d:+.1%} ± {e:.1%}" for cheap, dear in combinations(names, 2)
+                           for d, e in [paired_difference(held_correct[dear], held_correct[cheap], file_names)])
+        print(f"  salt {salt}: {accuracies}; {pooled}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image_dir", type=Path, default=SHARED / "flowers")
-    parser.add_argument("--splits", type=int, default=5, help="held-back splits: each photo is held back once")
-    parser.add_argument("--repeats", type=int, default=3, help="warm runs of the whole command")
+    parser.add_argument("--salts", type=int, default=4, help="salted cuts of the photos; each holds out every photo once")
+    parser.add_argument("--holdout", type=int, default=3, help="parts per cut: 3 holds out a third at a time")
+    parser.add_argument("--repeats", default="1,3,5", help="fold assignments of the paired judges")
+    parser.add_argument("--timing_runs", type=int, default=3, help="warm runs of the whole command (0: none)")
+    parser.add_argument("--timed_repeats", type=int, default=DEFAULT_REPEATS, help="--repeats of the timed command")
     parser.add_argument("--bottleneck_dir", type=Path, default=None, help="cache to reuse (default: a temporary one)")
     arguments = parser.parse_args()
     if not arguments.image_dir.is_dir():
         sys.exit(f"{arguments.image_dir} not found: pass --image_dir")
-    names, weights = list(BACKBONES), [str(path) for path in BACKBONES.values()]
+    repeat_counts = sorted({int(value) for value in arguments.repeats.split(",")})
+    judges = ["before"] + [f"paired, {count}" for count in repeat_counts]
+    names = list(BACKBONES)
+    images = list_images(arguments.image_dir, 0, 0)
+    examples = images.examples("training")
+    paths = [images.image_dir / path for path, _ in examples]
+    file_names = [path.name for path in paths]
+    labels = np.array([label for _, label in examples], np.int64)
+    options = TrainOptions(image_dir=images.image_dir)
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         bottleneck_dir = arguments.bottleneck_dir or work / "cache"
-        command = [sys.executable, "-m", "trainer.cli", "compare", "--image_dir", str(arguments.image_dir),
-                   "--architectures", ",".join(names), "--weights", ",".join(weights),
-                   "--bottleneck_dir", str(bottleneck_dir), "--report_dir", str(work / "all")]
-        started = time.perf_counter()
-        first = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
-        first_s = time.perf_counter() - started
-        if first.returncode:
-            sys.exit(first.stderr)
-        warm = []
-        for _ in range(arguments.repeats):
-            started = time.perf_counter()
-            subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=True)
-            warm.append(time.perf_counter() - started)
+        command = compare_command(arguments.image_dir, bottleneck_dir, work / "all", arguments.timed_repeats)
+        bottlenecks = {name: cached_bottlenecks(bottleneck_dir, name, weights, paths) for name, weights in BACKBONES.items()}
+        first_s = None
+        if any(vectors is None for vectors in bottlenecks.values()):
+            first_s = run_timed(command)
+            bottlenecks = {name: cached_bottlenecks(bottleneck_dir, name, weights, paths)
+                           for name, weights in BACKBONES.items()}
+        warm = [run_timed(command) for _ in range(arguments.timing_runs)]
 
-        image_dir = list_images(arguments.image_dir, 0, 0).image_dir
-        compare_accuracy = {name: [] for name in names}
-        held_back_correct = {name: 0 for name in names}
-        held_back_count = 0
-        split_lines = []
-        for split in range(arguments.splits):
-            seen_dir = work / f"seen{split}"
-            held_back = seen_folder(arguments.image_dir, split, arguments.splits, seen_dir)
-            with contextlib.redirect_stderr(io.StringIO()):
-                result = compare(CompareOptions(seen_dir, names, weights, bottleneck_dir, work / f"report{split}"))
-            images = list_images(seen_dir, 0, 0)
-            seen = images.examples("training")
-            held_labels = np.array([label for _, label in held_back])
-            held_back_count += len(held_back)
-            for name, weight in zip(names, weights):
-                seen_x = cached_bottlenecks(bottleneck_dir, name, Path(weight), [seen_dir / path for path, _ in seen])
-                held_x = cached_bottlenecks(bottleneck_dir, name, Path(weight), [image_dir / path for path, _ in held_back])
-                empty = np.zeros((0, seen_x.shape[1]), np.float32)
-                head, _ = train_head(TrainOptions(image_dir=image_dir), seen_x, np.array([label for _, label in seen]),
-                                     empty, np.zeros(0, np.int64), len(images.labels), None)
-                held_back_correct[name] += int(np.sum(head.logits(held_x).argmax(1) == held_labels))
-            for row in result.figures:
-                compare_accuracy[row.architecture].append(row.accuracy)
-            ranking = [row.architecture for row in sorted(result.figures, key=lambda row: -row.accuracy)]
-            split_lines.append(f"split {split + 1}: {len(seen)} seen, {len(held_back)} held back; compare ranks "
-                               f"{' > '.join(ranking)}; recommends {result.recommended.architecture}")
+    agree = {judge: {"ranking": 0, "leader": 0, "pairs": 0, "recommended best": 0, "recommended tied": 0}
+             for judge in judges}
+    gaps = {pair: [] for pair in combinations(names, 2)}  # (held-out gap, its standard error) per split
+    held_correct_by_salt = {}
+    splits = 0
+    print(f"{len(labels)} photos, {arguments.salts} salts x {arguments.holdout} held-out parts; heads as `train` "
+          f"trains them ({options.how_many_training_steps} steps); {options.folds}-fold judges")
+    for salt in range(arguments.salts):
+        part_of = np.array([salted_hash(name, f"held-out-{salt}") % arguments.holdout for name in file_names])
+        held_correct_by_salt[salt] = {name: np.zeros(len(labels), bool) for name in names}
+        for part in range(arguments.holdout):
+            held, seen = part_of == part, part_of != part
+            seen_names = [name for name, keep in zip(file_names, seen) if keep]
+            held_names = [name for name, keep in zip(file_names, held) if keep]
+            calibrations, correct, held_out = {}, {}, {}
+            for name in names:
+                calibrations[name], correct[name] = out_of_fold_correct(
+                    options, bottlenecks[name][seen], labels[seen], seen_names, len(images.labels), max(repeat_counts))
+                empty = np.zeros((0, bottlenecks[name].shape[1]), np.float32)
+                head, _ = train_head(options, bottlenecks[name][seen], labels[seen], empty, np.zeros(0, np.int64),
+                                     len(images.labels), None)
+                held_out[name] = head.logits(bottlenecks[name][held]).argmax(axis=1) == labels[held]
+                held_correct_by_salt[salt][name][held] = held_out[name]
+            held_accuracy = {name: float(held_out[name].mean()) for name in names}
+            held_ranking = sorted(names, key=lambda name: -held_accuracy[name])
+            for pair in gaps:
+                gaps[pair].append(paired_difference(held_out[pair[1]], held_out[pair[0]], held_names))
+            lead, second = held_ranking[:2]
+            lead_gap, lead_error = paired_difference(held_out[lead], held_out[second], held_names)
+            print(f"salt {salt} part {part}: {seen.sum()} seen, {held.sum()} held out; held out "
+                  f"{' / '.join(f'{SHORT[name]} {held_accuracy[name]:.1%}' for name in names)}: "
+                  f"{order(held_ranking)} (lead {lead_gap:+.1%} ± {lead_error:.1%})")
+            for judge in judges:
+                if judge == "before":
+                    ranking, recommended = judge_before(calibrations)
+                else:
+                    count = int(judge.split(", ")[1])
+                    ranking, recommended = judge_paired({name: rows[:count] for name, rows in correct.items()},
+                                                        seen_names)
+                record = agree[judge]
+                record["ranking"] += ranking == held_ranking
+                record["leader"] += ranking[0] == held_ranking[0]
+                record["pairs"] += sum(ranking.index(a) < ranking.index(b) for a, b in combinations(held_ranking, 2))
+                record["recommended best"] += recommended == held_ranking[0]
+                gap, error = paired_difference(held_out[held_ranking[0]], held_out[recommended], held_names)
+                record["recommended tied"] += gap <= error
+                print(f"    {judge:<10} ranks {order(ranking)}, recommends {SHORT[recommended]}")
+            splits += 1
 
-    print(f"compare on {arguments.image_dir}, {arguments.splits} held-back splits (each photo held back once):")
-    print("\n".join(split_lines))
-    held_back_accuracy = {name: held_back_correct[name] / held_back_count for name in names}
-    print(f"{'backbone':<24}{'compare: k-fold accuracy':>26}{'held-back accuracy':>20}")
-    for name in names:
-        print(f"{name:<24}{statistics.mean(compare_accuracy[name]):>26.1%}{held_back_accuracy[name]:>20.1%}")
-    by_compare = sorted(names, key=lambda name: -statistics.mean(compare_accuracy[name]))
-    by_held_back = sorted(names, key=lambda name: -held_back_accuracy[name])
-    print(f"ranking by compare:   {' > '.join(by_compare)}")
-    print(f"ranking on held back: {' > '.join(by_held_back)}  ({'same' if by_compare == by_held_back else 'DIFFERENT'})")
-    print(f"`retrain-edge compare`, all {held_back_count} photos, {len(names)} backbones: first run {first_s:.1f} s; "
-          f"warm median {statistics.median(warm):.1f} s (min {min(warm):.1f}, {len(warm)} runs; target "
-          f"<= {WARM_TARGET_S} s); cost column: {result.device_cost.name}")
+    if splits:
+        print_agreement(agree, gaps, held_correct_by_salt, splits, names, file_names)
+    if warm:
+        print(f"`retrain-edge compare`, all {len(labels)} photos, {len(names)} backbones, --repeats {arguments.timed_repeats}: "
+              + (f"first run {first_s:.1f} s; " if first_s is not None else "")
+              + f"warm median {statistics.median(warm):.1f} s (min {min(warm):.1f}, {len(warm)} runs; target "
+              f"<= {WARM_TARGET_S} s)")
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ not see it. Fold f holds the images whose classic split hash (trainer.dataset.ha
 falls in [100 f / k, 100 (f + 1) / k); the next 10% of the hash range is that fold's validation
 split (early stopping, the old validation temperature) and the rest its training split (the head,
 int8 calibration). The head is trained as `retrain-edge train` trains it (train_head; the
-temperature and --choose_regularisation by cross_validate on training + validation, whose inner
-folds are the other k - 1) on the cached bottlenecks, once per seed; with seed 0 it is put on the
+temperature and --choose_regularisation by cross_validate on training + validation, in train's own
+inner folds; an early-stopped head's temperature by calibration_for_kept_step, from fold heads
+trained for its kept step) on the cached bottlenecks, once per seed; with seed 0 it is put on the
 backbone (build_classifier) and converted (convert_model) to each TFLite mode, which runs the
 held-out fold through the edge runtime (edge.model.load_model). Figures are medians over folds
 (and seeds); latency and size ratios are taken within a fold against its full-int8 model.
@@ -48,7 +49,9 @@ from trainer.convert import (  # noqa: E402
 )
 from trainer.dataset import hash_percentage, list_images  # noqa: E402
 from trainer.distortions import DistortionOptions, distorted_training_inputs  # noqa: E402
-from trainer.train import TrainOptions, build_classifier, cross_validate, train_head  # noqa: E402
+from trainer.train import (  # noqa: E402
+    TrainOptions, build_classifier, calibration_for_kept_step, cross_validate, train_head,
+)
 
 VALIDATION_PERCENTAGE = 10  # of the hash range, after the held-out fold: the classic default
 # The classic distortion flags the issue measured (crop, scale, brightness 10%, flip).
@@ -103,18 +106,39 @@ def tflite_scores(tflite_bytes: bytes, labels: list[str], pixels: np.ndarray, fo
     return np.stack(scores), float(np.median(latencies)) * 1000
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def head_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags bench_trust shares with bench_calibration: photos, backbone, folds, steps, seeds, cache."""
     parser.add_argument("--image_dir", type=Path, default=SHARED / "flowers")
     parser.add_argument("--architecture", default="mobilenet_v2_0.5_224")
     parser.add_argument("--weights", default=str(SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5"))
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=4000, help="training steps per head")
+    parser.add_argument("--seeds", default="0,1,2", help="head seeds: each fold is trained once per seed")
+    parser.add_argument("--bottleneck_dir", type=Path, default=None, help="cache to reuse (default: a temporary one)")
+
+
+def print_rows(rows: dict[str, list[float]]) -> None:
+    """One line per row: its median (min..max); a paired row also says in how many pairs it is better and worse."""
+    width = max(map(len, rows)) + 2
+    for name, values in rows.items():
+        if name.endswith("(paired)"):
+            better = sum(value > 0 for value in values) if "accuracy" in name else sum(value < 0 for value in values)
+            worse = sum(value < 0 for value in values) if "accuracy" in name else sum(value > 0 for value in values)
+            text = (f"{statistics.median(values):+.3g}  ({min(values):+.3g}..{max(values):+.3g}); better in {better}, "
+                    f"worse in {worse} of {len(values)}")
+        elif name.endswith(("accuracy", "agreement with Keras", "changed")) or "ECE" in name:
+            text = f"{statistics.median(values):.1%}  ({min(values):.1%}..{max(values):.1%})"
+        else:
+            text = f"{statistics.median(values):.3g}  ({min(values):.3g}..{max(values):.3g})"
+        print(f"{name:<{width}}{text}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    head_arguments(parser)
     parser.add_argument("--float_layers", default="6,10,15,20", help="selective int8 variants: layers kept in float")
     parser.add_argument("--no_distortions", action="store_true", help="skip the distortion comparison")
-    parser.add_argument("--seeds", default="0,1,2", help="head seeds: each fold is trained once per seed")
     parser.add_argument("--no_tflite", action="store_true", help="skip the TFLite conversions (head figures only)")
-    parser.add_argument("--bottleneck_dir", type=Path, default=None, help="cache to reuse (default: a temporary one)")
     arguments = parser.parse_args()
     if not arguments.image_dir.is_dir():
         sys.exit(f"{arguments.image_dir} not found: pass --image_dir and --weights")
@@ -170,15 +194,20 @@ def main() -> None:
                 _, calibration = cross_validate(options, folded_x, folded_y, names, class_count)
                 heads = {}
                 for name, early_stopping in (("last step", False), ("lowest validation CE", True)):
-                    head, kept_step = trained_head(replace(options, early_stopping=early_stopping), train_x, train_y,
-                                                   validation_x, validation_y, class_count)
+                    stopped_options = replace(options, early_stopping=early_stopping)
+                    head, kept_step = trained_head(stopped_options, train_x, train_y, validation_x, validation_y,
+                                                   class_count)
+                    # As `train` does: an early-stopped head gets the temperature of fold heads
+                    # trained for as many steps as it was.
+                    kept_calibration = calibration_for_kept_step(stopped_options, calibration, kept_step, folded_x,
+                                                                 folded_y, names, class_count)
                     record(f"head: {name}, accuracy", held_out_accuracy(head))
                     record(f"head: {name}, step", kept_step)
                     logits = head.logits(test_x)
                     for temperature_name, temperature in (
                             ("no temperature", 1.0),
                             ("validation temperature", fit_temperature(head.logits(validation_x), validation_y)),
-                            ("out-of-fold temperature", calibration["temperature"])):
+                            ("out-of-fold temperature", kept_calibration["temperature"])):
                         record(f"head: {name}, ECE, {temperature_name}",
                                expected_calibration_error(softmax(logits / temperature), test_y))
                         record(f"head: {name}, NLL, {temperature_name}",
@@ -256,18 +285,7 @@ def main() -> None:
     print(f"\ntrust: {arguments.architecture} on {arguments.image_dir} ({len(paths)} images), {arguments.folds}-fold "
           f"cross-validation by the classic hash, {arguments.steps} steps, seeds {arguments.seeds}; medians over folds "
           f"and seeds (min..max); {time.perf_counter() - started:.0f} s")
-    width = max(map(len, rows)) + 2
-    for name, values in rows.items():
-        if name.endswith("(paired)"):
-            better = sum(value > 0 for value in values) if "accuracy" in name else sum(value < 0 for value in values)
-            worse = sum(value < 0 for value in values) if "accuracy" in name else sum(value > 0 for value in values)
-            text = (f"{statistics.median(values):+.3g}  ({min(values):+.3g}..{max(values):+.3g}); better in {better}, "
-                    f"worse in {worse} of {len(values)}")
-        elif name.endswith(("accuracy", "agreement with Keras")) or "ECE" in name:
-            text = f"{statistics.median(values):.1%}  ({min(values):.1%}..{max(values):.1%})"
-        else:
-            text = f"{statistics.median(values):.3g}  ({min(values):.3g}..{max(values):.3g})"
-        print(f"{name:<{width}}{text}")
+    print_rows(rows)
     print("\nprecision/coverage of the calibrated Keras head on held-out folds (medians over folds):")
     print("--threshold  answers kept that are right  images kept")
     for threshold, pairs in thresholds.items():

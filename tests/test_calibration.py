@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import load_script
 from trainer.calibration import (
-    expected_calibration_error, fit_temperature, format_precision_coverage, negative_log_likelihood, precision_coverage,
+    binned_calibration_error, calibration_error_floor, expected_calibration_error, fit_temperature,
+    format_precision_coverage, negative_log_likelihood, perfect_calibration_ece, precision_coverage, softmax,
 )
 from trainer.crossval import hash_folds, out_of_fold_logits
 from trainer.dataset import set_for_file
 from trainer.train import (
-    LABEL_SMOOTHING_GRID, STEP_SHARE_GRID, WEIGHT_DECAY_GRID, SoftmaxHead, TrainOptions, cross_validate, train_head,
+    LABEL_SMOOTHING_GRID, STEP_SHARE_GRID, WEIGHT_DECAY_GRID, SoftmaxHead, TrainOptions, calibration_for_kept_step,
+    cross_validate, train_head,
 )
 
 
@@ -165,6 +169,46 @@ def test_expected_calibration_error_by_hand():
     assert expected_calibration_error(np.eye(3), np.arange(3)) == 0.0
 
 
+def test_calibration_error_floor_of_one_bin_is_the_binomial_mean_deviation():
+    # 20 images scored [0.75, 0.25] all fall in the 0.7-0.8 bin; labels drawn from those scores make
+    # K of them right, K ~ Binomial(20, 0.75), so each draw's ECE is |K / 20 - 0.75| exactly.
+    count, top = 20, 0.75
+    expected = sum(math.comb(count, right) * top ** right * (1 - top) ** (count - right) * abs(right / count - top)
+                   for right in range(count + 1))
+    scores = np.tile([top, 1 - top], (count, 1))
+    floor = calibration_error_floor(scores, draws=4000)
+    assert np.mean(floor) == pytest.approx(expected, abs=0.006)  # 4 standard errors of the mean of 4000 draws
+    assert set(np.round(floor * count * 4).astype(int)) <= {abs(4 * right - 3 * count) for right in range(count + 1)}
+    # Scores of 1 are always right: a perfectly calibrated model then shows exactly 0.
+    assert not calibration_error_floor(np.eye(3)[[0, 1, 2, 0]], draws=50).any()
+    perfect = perfect_calibration_ece(scores)
+    assert perfect["median"] <= perfect["percentile_95"] and perfect["median"] == pytest.approx(expected, abs=0.05)
+
+
+def test_binned_calibration_error_per_row_is_the_expected_calibration_error():
+    rng = np.random.default_rng(1)
+    scores = softmax(rng.normal(0, 2, (50, 4)))
+    labels = rng.integers(4, size=(3, 50))
+    correct = scores.argmax(1) == labels
+    assert binned_calibration_error(scores.max(1), correct) == pytest.approx(
+        [expected_calibration_error(scores, row) for row in labels])
+
+
+def test_an_early_stopped_head_gets_the_temperature_of_folds_trained_as_long():
+    bottlenecks, labels, names = noisy_bottlenecks()
+    options = TrainOptions(image_dir=Path("."), how_many_training_steps=400, learning_rate=0.5)
+    _, full_length = cross_validate(options, bottlenecks, labels, names, 4)
+    kept = calibration_for_kept_step(options, full_length, 20, bottlenecks, labels, names, 4)
+    _, twenty_steps = cross_validate(replace(options, how_many_training_steps=20), bottlenecks, labels, names, 4)
+    assert kept["fold_steps"] == 20 and kept["temperature"] == twenty_steps["temperature"]
+    # The heads of 20 steps are less sure of themselves than those of 400: a smaller temperature.
+    assert kept["temperature"] < full_length["temperature"] - 0.3
+    unchanged = calibration_for_kept_step(options, full_length, 400, bottlenecks, labels, names, 4)
+    assert unchanged == {**full_length, "fold_steps": 400}
+    assert calibration_for_kept_step(options, {"temperature": 1.0, "fitted_on": None}, 20, bottlenecks, labels,
+                                     names, 4) == {"temperature": 1.0, "fitted_on": None, "fold_steps": None}
+
+
 def test_precision_coverage_table_by_hand():
     # Top scores 0.99 (right), 0.95 (wrong), 0.9 (right), 0.7 (right), 0.55 (wrong), 0.4 (wrong).
     scores = np.array([[0.99, 0.01, 0.0], [0.95, 0.05, 0.0], [0.05, 0.9, 0.05],
@@ -181,3 +225,20 @@ def test_precision_coverage_table_by_hand():
     table = format_precision_coverage(list(rows.values()))
     assert table.splitlines()[3].split() == ["0.9", "66.7%", "50.0%"]
     assert table.splitlines()[5].split() == ["0.999", "n/a", "0.0%"]
+
+
+def test_bench_calibration_recovers_a_known_temperature_and_per_class_bias():
+    """The per-class bias calibrator scripts/bench_calibration.py measured (and `train` rejected)."""
+    fit_temperature_and_biases = load_script("bench_calibration").fit_temperature_and_biases
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 3, (4000, 4))
+    true_biases = np.array([0.6, 0.0, -0.6, 0.0])
+    labels = np.array([rng.choice(4, p=row) for row in softmax(logits / 2 + true_biases)])
+    temperature, biases = fit_temperature_and_biases(logits, labels, 0.0)
+    assert temperature == pytest.approx(2.0, abs=0.15)
+    assert biases == pytest.approx(true_biases - true_biases.mean(), abs=0.15)
+    assert negative_log_likelihood(logits / temperature + biases, labels) < negative_log_likelihood(
+        logits, labels, fit_temperature(logits, labels)) - 0.01
+    # A heavy penalty leaves the temperature alone.
+    temperature, biases = fit_temperature_and_biases(logits, labels, 1000.0)
+    assert np.abs(biases).max() < 0.01 and temperature == pytest.approx(fit_temperature(logits, labels), rel=0.01)

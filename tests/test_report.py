@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from conftest import TINY_ARCHITECTURE, load_script, shared_path
 from edge.image import load_rgb
-from trainer.calibration import expected_calibration_error, precision_coverage
+from trainer.calibration import expected_calibration_error, perfect_calibration_ece, precision_coverage
 from trainer.cli import app
 from trainer.dataset import list_images, set_for_file
 from trainer.audit import AuditOptions, audit, cross_validated_probabilities, small_classes, suspected_mislabels
@@ -126,6 +126,11 @@ def test_evaluate_matrix_matches_keras_predictions_counted_by_hand(trained_dir, 
     # Beside it, the out-of-fold figure train measured on every training and validation photo.
     out_of_fold = run["calibration"]["out_of_fold_ece"]["after"]
     assert f"out-of-fold expected calibration error at training: {out_of_fold:.3f}" in output
+    # Each beside the ECE a perfectly calibrated model would show: the split's from its own scores.
+    perfect = perfect_calibration_ece(scores)
+    assert f"would show {perfect['median']:.3f} on as many images (at most {perfect['percentile_95']:.3f}" in output
+    perfect = run["calibration"]["out_of_fold_ece"]["perfectly_calibrated"]
+    assert f"would show {perfect['median']:.3f} on as many images (at most {perfect['percentile_95']:.3f}" in output
     table = output.split("--threshold  answers kept that are right  images kept\n", 1)[1].splitlines()
     for line, row in zip(table, precision_coverage(scores, truth)):
         assert line.split() == [f"{row.threshold:g}", percent(row.precision), percent(row.coverage)]
@@ -151,6 +156,7 @@ def test_report_is_valid_html_with_decodable_images(evaluated, trained_dir):
     assert all(image.format == "JPEG" and max(image.size) <= 160 for image in images[3:])
     assert "Choosing --threshold" in (report_dir / "report.html").read_text()
     page = (report_dir / "report.html").read_text()
+    assert page.count("a perfectly calibrated model with these scores would show") == 2  # the split's, out of fold
     assert "http" not in page.replace("<!DOCTYPE html>", "")  # nothing to fetch
 
 

@@ -389,6 +389,8 @@ def test_run_json_records_the_kept_step_and_the_temperature(trained_dir):
     assert calibration["image_count"] == sum(len(files[name][label]) for name in ("training", "validation")
                                              for label in files[name])
     assert calibration["out_of_fold_nll"]["after"] <= calibration["out_of_fold_nll"]["before"] + 1e-9
+    perfect = calibration["out_of_fold_ece"]["perfectly_calibrated"]
+    assert 0 <= perfect["median"] <= perfect["percentile_95"] <= 1
     assert run["hyperparameters"]["weight_decay"] == run["hyperparameters"]["label_smoothing"] == 0
 
 

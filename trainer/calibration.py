@@ -2,9 +2,13 @@
 
 A softmax head trained to 100% training accuracy is overconfident: its top scores run higher
 than the share of its answers that are right. Dividing the logits by one temperature T > 1,
-fitted on the validation split by the lowest negative log likelihood, fixes most of that and
-changes no top-1 answer (dividing every logit by the same positive number keeps their order).
-Folded into the final layer (weights / T, biases / T) it costs the device nothing.
+fitted by the lowest negative log likelihood (on out-of-fold logits, trainer.crossval), fixes
+most of that and changes no top-1 answer (dividing every logit by the same positive number keeps
+their order). Folded into the final layer (weights / T, biases / T) it costs the device nothing.
+
+The expected calibration error measures what is left, but on a few hundred images even a
+perfectly calibrated model shows one well above 0 (each bin's share of right answers is a noisy
+count): calibration_error_floor gives that floor, to read an observed figure against.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ MAX_TEMPERATURE = 100.0
 TEMPERATURE_SEARCH_STEPS = 60
 # Equal-width bins of the top score for the expected calibration error (the usual 10).
 CALIBRATION_BINS = 10
+# Label draws of the noise floor of the expected calibration error (calibration_error_floor).
+NOISE_FLOOR_DRAWS = 1000
 # The --threshold values of the precision/coverage table.
 THRESHOLDS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
@@ -65,16 +71,50 @@ def expected_calibration_error(scores: np.ndarray, labels: np.ndarray, bins: int
     scores: (n, classes) probabilities; labels: (n,). Images are binned by top score into `bins`
     equal-width bins; each bin adds |accuracy - mean top score| weighted by its share of images.
     """
-    top_scores = scores.max(axis=1)
-    correct = scores.argmax(axis=1) == labels
+    return float(binned_calibration_error(scores.max(axis=1), scores.argmax(axis=1) == labels, bins)[0])
+
+
+def binned_calibration_error(top_scores: np.ndarray, correct: np.ndarray, bins: int = CALIBRATION_BINS) -> np.ndarray:
+    """The expected calibration error of each row: top_scores (..., n) in [0, 1], correct (..., n) -> (...)."""
     # A score of exactly 1.0 belongs in the last bin, not in one of its own.
     bin_index = np.minimum((top_scores * bins).astype(np.int64), bins - 1)
-    error = 0.0
+    top_scores, correct = np.atleast_2d(top_scores), np.atleast_2d(correct)
+    bin_index = np.broadcast_to(np.atleast_2d(bin_index), correct.shape)
+    error = np.zeros(correct.shape[0])
     for index in range(bins):
         members = bin_index == index
-        if members.any():
-            error += members.mean() * abs(correct[members].mean() - top_scores[members].mean())
-    return float(error)
+        # Per row: |sum of (correct - top score) over the bin| / n, which is the bin's share of
+        # images times |accuracy - mean top score|.
+        error += np.abs(np.where(members, correct - top_scores, 0.0).sum(axis=1)) / correct.shape[1]
+    return error
+
+
+def calibration_error_floor(scores: np.ndarray, draws: int = NOISE_FLOOR_DRAWS, bins: int = CALIBRATION_BINS,
+                            seed: int = 0) -> np.ndarray:
+    """(draws,) expected calibration errors of a perfectly calibrated model on these scores.
+
+    scores: (n, classes) probabilities. Each draw takes every image's label from its own scores,
+    so each top-1 answer is right with probability its top score, and measures the ECE. With a
+    few hundred images the binned ECE of such a model is not 0: its distribution is the floor an
+    observed ECE on as many images with these scores should be read against.
+    """
+    top_scores = scores.max(axis=1)
+    correct = np.random.default_rng(seed).random((draws, len(top_scores))) < top_scores
+    return binned_calibration_error(top_scores, correct, bins)
+
+
+def perfect_calibration_ece(scores: np.ndarray) -> dict[str, float]:
+    """{"median", "percentile_95"} of calibration_error_floor(scores): the ECE to read an observed one against."""
+    floor = calibration_error_floor(scores)
+    return {"median": float(np.median(floor)), "percentile_95": float(np.percentile(floor, 95))}
+
+
+def format_perfect_calibration(perfect: dict[str, float], percent: bool = True) -> str:
+    """perfect_calibration_ece's figures as one clause, in percent or (percent=False) as fractions."""
+    def value(number: float) -> str:
+        return f"{number:.1%}" if percent else f"{number:.3f}"
+    return (f"a perfectly calibrated model with these scores would show {value(perfect['median'])} on as many images "
+            f"(at most {value(perfect['percentile_95'])} in 95% of label draws)")
 
 
 @dataclass(frozen=True)

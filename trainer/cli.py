@@ -18,6 +18,7 @@ from edge.logs import OneLineUsageErrorsGroup, setup_logging, start_up_lines_hid
 from trainer import UserError
 from trainer.backbones import DEFAULT_ARCHITECTURE
 from trainer.bottlenecks import default_bottleneck_dir
+from trainer.crossval import DEFAULT_REPEATS
 
 app = typer.Typer(
     cls=OneLineUsageErrorsGroup,
@@ -96,6 +97,7 @@ def run(function: Callable, *arguments, needs_tensorflow: bool = True):
 
 
 def train_and_report(options) -> None:
+    from trainer.calibration import format_perfect_calibration
     from trainer.train import train
 
     result = train(options)
@@ -111,7 +113,8 @@ def train_and_report(options) -> None:
         typer.echo(f"temperature {calibration['temperature']:.2f}, fitted on {calibration['image_count']} out-of-fold "
                    f"predictions ({calibration['folds']} folds), folded into the final layer; out-of-fold expected "
                    f"calibration error {calibration['out_of_fold_ece']['before']:.1%} before, "
-                   f"{calibration['out_of_fold_ece']['after']:.1%} after")
+                   f"{calibration['out_of_fold_ece']['after']:.1%} after; "
+                   + format_perfect_calibration(calibration["out_of_fold_ece"]["perfectly_calibrated"]))
     if options.choose_regularisation:
         hyperparameters = result.run["hyperparameters"]
         typer.echo(f"chosen by out-of-fold NLL: --weight_decay {hyperparameters['weight_decay']:g} --label_smoothing "
@@ -254,13 +257,16 @@ def compare_command(
     bottleneck_dir: Path = typer.Option(default_bottleneck_dir(), "--bottleneck_dir", "--bottleneck-dir", help="Bottleneck cache, shared with train; the measured sizes and costs and the int8 models are kept here too, so a rerun builds no backbone and converts nothing."),
     report_dir: Path = typer.Option(Path("retrain_output"), "--report_dir", "--report-dir", help="Where compare.html and compare.json go."),
     folds: int = typer.Option(5, "--folds", min=2, help="Cross-validation folds (one head each, seconds on cached bottlenecks)."),
+    repeats: int = typer.Option(DEFAULT_REPEATS, "--repeats", min=1, help="Fold assignments (repeated k-fold, salted hashes, bursts in one fold): each photo's correctness is averaged over them, so the ranking depends less on one cut; each costs --folds more heads per backbone. On the flowers, 3 or 5 agreed with held-out photos no more often than 1."),
     how_many_training_steps: int = typer.Option(4000, "--how_many_training_steps", "--how-many-training-steps", help="Training steps of each head, as for train."),
     seed: int = typer.Option(0, "--seed", help="Seed for sampling and random weights, as for train."),
     verbose: bool = typer.Option(False, "--verbose", help="Also print informational messages."),
 ) -> None:
-    """Choose the backbone on your photos for your device: k-fold accuracy (mean ± standard error), out-of-fold
-    calibration, bottleneck time, float32 and int8 TFLite sizes and device cost per backbone; compare.html plots
-    accuracy against cost. Recommends the cheapest backbone within one standard error of the most accurate.
+    """Choose the backbone on your photos for your device: k-fold accuracy (mean ± standard error), each backbone's
+    difference to the most accurate (paired on the same photos, ± its standard error), out-of-fold calibration,
+    bottleneck time, float32 and int8 TFLite sizes and device cost per backbone; compare.html plots accuracy against
+    cost. Recommends the cheapest backbone tied with the most accurate: within one standard error of their paired
+    difference.
 
     The device cost is the full-int8 model's (convert --float_layers 0) Cortex-A76 (Pi 5) instruction count per
     invoke, with the Cortex-A72 (Pi 4) count beside it, when the Pi instruction counter is built (make arm64-check,
@@ -271,7 +277,7 @@ def compare_command(
     run(compare_and_report, CompareOptions(
         image_dir=image_dir, architectures=[name.strip() for name in architectures.split(",") if name.strip()],
         weights=[value.strip() for value in weights.split(",")], bottleneck_dir=bottleneck_dir,
-        report_dir=report_dir, folds=folds, how_many_training_steps=how_many_training_steps, seed=seed))
+        report_dir=report_dir, folds=folds, repeats=repeats, how_many_training_steps=how_many_training_steps, seed=seed))
 
 
 def convert_and_report(options) -> None:

@@ -5,7 +5,16 @@ choice that matters, and a test split of a few dozen photos picks the wrong one.
 here is judged by k-fold heads on its cached bottlenecks (every photo scored by a head that never
 saw it), calibrated as `train` calibrates, then converted once (float32 and full-integer int8)
 to measure what it costs. The recommendation is the cheapest backbone whose accuracy is within
-one standard error of the best.
+one standard error of the best's, the error being that of their paired difference.
+
+The question is which of these backbones is more accurate on these photos, so the statistics are
+those of a comparison: every backbone is judged on the same photos, so the noise that matters is
+that of a backbone's per-photo difference to the best (trainer.crossval.paired_difference), not
+either accuracy's own spread, which mostly says how hard the photos are. (The spread over five
+folds, which compare used before, has four degrees of freedom and came out smaller than the paired
+error on the flowers.) With --repeats the folds are cut again by salted hashes, bursts kept
+together, and each photo's correctness averaged over the cuts; on the flowers that did not make
+the ranking agree with held-out photos more often (trainer.crossval.DEFAULT_REPEATS).
 
 The cost is the int8 model's Cortex-A76 (Pi 5) instruction count per invoke when the Pi-cost
 counter (trainer/pi_cost.py) is built, with the Cortex-A72 (Pi 4) count beside it, and its x86
@@ -37,12 +46,15 @@ from trainer.backbones import (
 )
 from trainer.bottlenecks import BottleneckCache, default_bottleneck_dir, file_keys, image_bottlenecks, make_forward
 from trainer.convert import DEFAULT_CALIBRATION_IMAGES, DEFAULT_FLOAT_LAYERS, calibration_paths, convert_model
-from trainer.crossval import DEFAULT_FOLDS, mean_and_standard_error
+from trainer.crossval import (
+    DEFAULT_FOLDS, DEFAULT_REPEATS, mean_and_clustered_standard_error, out_of_fold_calibration, out_of_fold_logits,
+    paired_difference, repeat_folds,
+)
 from trainer.dataset import list_images
 from trainer.outputs import write_bytes_atomic
 from trainer.pi_cost import HOW_TO_BUILD, Counter, count, find_counter
 from trainer.report import html_page, percent
-from trainer.train import TrainOptions, build_classifier, cross_validate, train_head
+from trainer.train import TrainOptions, build_classifier, grid_heads, regularisation_grid, train_head
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +94,7 @@ class CompareOptions:
     bottleneck_dir: Path = field(default_factory=default_bottleneck_dir)
     report_dir: Path = Path("retrain_output")  # compare.html and compare.json
     folds: int = DEFAULT_FOLDS
+    repeats: int = DEFAULT_REPEATS  # fold assignments (repeated k-fold); the first is train's folds
     how_many_training_steps: int = 4000
     seed: int = 0
 
@@ -92,9 +105,9 @@ class BackboneFigures:
 
     architecture: str
     weights: str
-    fold_accuracies: list[float]
-    accuracy: float  # mean over folds
-    accuracy_standard_error: float
+    fold_accuracies: list[float]  # on train's folds (the first fold assignment)
+    accuracy: float  # out of fold, mean over photos and fold assignments
+    accuracy_standard_error: float  # over photos, bursts counted once: how hard the photos are, mostly
     out_of_fold_ece: float  # after the temperature, as `train` calibrates
     temperature: float
     bottleneck_ms: float  # Keras forward pass per image on this machine
@@ -102,8 +115,17 @@ class BackboneFigures:
     int8_bytes: int  # full-integer int8 (uint8 in and out)
     cost: float  # in the cost name's unit (DeviceCost.name): lower is cheaper
     cortex_a72_cost: float | None = None  # Pi 4 instructions per full-int8 invoke, millions, when counted
+    repeat_accuracies: list[float] = field(default_factory=list)  # out of fold, one per fold assignment
+    # The most accurate backbone's accuracy minus this one's, on the same photos, and its standard error.
+    difference_to_best: float = 0.0
+    difference_standard_error: float = 0.0
     on_front: bool = False  # no other backbone is both cheaper and at least as accurate
     recommended: bool = False
+
+    @property
+    def tied_with_best(self) -> bool:
+        """Within one standard error of the paired difference to the most accurate (or it)."""
+        return self.difference_to_best <= self.difference_standard_error
 
 
 @dataclass
@@ -112,6 +134,7 @@ class CompareResult:
     figures: list[BackboneFigures]
     image_count: int
     folds: int
+    repeats: int
     device_cost: DeviceCost
     json_path: Path
     html_path: Path
@@ -169,8 +192,8 @@ def checked_inputs(options: CompareOptions) -> list[tuple[Backbone, str, str]]:
     if len(options.weights) not in (1, len(options.architectures)):
         raise UserError(f"--weights: give one value for every backbone or one per backbone "
                         f"({len(options.architectures)}), not {len(options.weights)}")
-    if options.folds < 2 or options.how_many_training_steps < 1:
-        raise UserError("--folds must be at least 2 and --how_many_training_steps at least 1")
+    if options.folds < 2 or options.repeats < 1 or options.how_many_training_steps < 1:
+        raise UserError("--folds must be at least 2, --repeats and --how_many_training_steps at least 1")
     weights = options.weights * len(options.architectures) if len(options.weights) == 1 else options.weights
     backbones = [get_backbone(name) for name in options.architectures]
     names = [backbone.name for backbone in backbones]
@@ -192,15 +215,17 @@ def compare(options: CompareOptions) -> CompareResult:
     keys = file_keys(paths)
     train_options = TrainOptions(image_dir=images.image_dir, how_many_training_steps=options.how_many_training_steps,
                                  folds=options.folds, seed=options.seed)
-    measured = []  # (backbone, weights, calibration, cost cache path, cached figures)
+    file_names = [path.name for path in paths]
+    measured = []  # (backbone, weights, calibration, per-photo correctness, cost cache path, cached figures)
     for backbone, weights, weights_key in inputs:
         lazy = LazyBackbone(backbone, weights, options.seed)
         cache = BottleneckCache.for_backbone(options.bottleneck_dir, backbone, weights_key)
         bottlenecks = image_bottlenecks(paths, keys, backbone.input_size, lambda pixels: lazy.forward(pixels), cache)
-        _, calibration = cross_validate(train_options, bottlenecks, labels, [path.name for path in paths],
-                                        len(images.labels))
-        if not calibration["fitted_on"]:
+        judged = out_of_fold_correct(train_options, bottlenecks, labels, file_names, len(images.labels),
+                                     options.repeats)
+        if judged is None:
             raise UserError(f"{images.image_dir} has too few images for {options.folds}-fold cross-validation")
+        calibration, correct = judged
         cost_path = Path(options.bottleneck_dir) / COST_CACHE_FOLDER / f"{backbone.name}-{weights_key}-{len(images.labels)}classes-v{COST_FORMAT}.json"
         cached = read_costs(cost_path)
         if cached is None or (device.kind not in cached["device_costs"] and not int8_path(cost_path).is_file()):
@@ -209,7 +234,7 @@ def compare(options: CompareOptions) -> CompareResult:
                                          [paths[index] for index in calibration_indices(examples, images.labels)])
             write_bytes_atomic(int8_path(cost_path), int8)
             write_bytes_atomic(cost_path, json.dumps(cached).encode())
-        measured.append((backbone, weights, calibration, cost_path, cached))
+        measured.append((backbone, weights, calibration, correct, cost_path, cached))
     # Every model still without this kind of cost at once: the counter starts one emulated Python per CPU.
     missing = [(cost_path, cached) for *_, cost_path, cached in measured if device.kind not in cached["device_costs"]]
     for (cost_path, cached), cost in zip(missing, device_costs(device, [int8_path(path) for path, _ in missing],
@@ -217,24 +242,59 @@ def compare(options: CompareOptions) -> CompareResult:
         cached["device_costs"][device.kind] = cost
         write_bytes_atomic(cost_path, json.dumps(cached).encode())
     figures = []
-    for backbone, weights, calibration, _, cached in measured:
-        accuracy, standard_error = mean_and_standard_error(calibration["fold_accuracies"])
+    for backbone, weights, calibration, correct, _, cached in measured:
+        accuracy, standard_error = mean_and_clustered_standard_error(correct.mean(axis=0), file_names)
         figures.append(BackboneFigures(
             backbone.name, weights, calibration["fold_accuracies"], accuracy, standard_error,
             calibration["out_of_fold_ece"]["after"], calibration["temperature"], cached["bottleneck_ms"],
-            cached["float32_bytes"], cached["int8_bytes"], **cached["device_costs"][device.kind]))
+            cached["float32_bytes"], cached["int8_bytes"], **cached["device_costs"][device.kind],
+            repeat_accuracies=[float(row.mean()) for row in correct]))
+    set_paired_differences(figures, [correct for _, _, _, correct, _, _ in measured], file_names)
     mark_front_and_recommendation(figures)
     report_dir = Path(options.report_dir)
-    result = CompareResult(images.image_dir, figures, len(labels), options.folds, device, report_dir / COMPARE_JSON,
-                           report_dir / COMPARE_HTML)
+    result = CompareResult(images.image_dir, figures, len(labels), options.folds, options.repeats, device,
+                           report_dir / COMPARE_JSON, report_dir / COMPARE_HTML)
     write_bytes_atomic(result.json_path, (json.dumps(
         {"image_dir": str(images.image_dir), "image_count": len(labels), "folds": options.folds,
-         "how_many_training_steps": options.how_many_training_steps, "cost_kind": device.kind,
+         "repeats": options.repeats, "how_many_training_steps": options.how_many_training_steps, "cost_kind": device.kind,
          "cost_name": device.name, "cost_note": device.note,
-         "recommended": result.recommended.architecture, "backbones": [asdict(row) for row in figures]},
+         "recommended": result.recommended.architecture,
+         "backbones": [{**asdict(row), "tied_with_best": row.tied_with_best} for row in figures]},
         indent=1) + "\n").encode())
     write_bytes_atomic(result.html_path, compare_page(result).encode())
     return result
+
+
+def out_of_fold_correct(options: TrainOptions, bottlenecks: np.ndarray, labels: np.ndarray, file_names: list[str],
+                        class_count: int, repeats: int) -> tuple[dict, np.ndarray] | None:
+    """`train`'s out-of-fold calibration record (on its folds, the first assignment) and the
+    per-photo correctness of out-of-fold heads, (repeats, n) bool, one row per fold assignment.
+    None when fewer than two folds hold images."""
+    fit = grid_heads(options, regularisation_grid(options), class_count)
+    calibration, correct = None, []
+    for repeat in range(repeats):
+        fold_of = repeat_folds(file_names, options.folds, repeat)
+        logits = out_of_fold_logits(fit, bottlenecks, labels, fold_of, class_count)
+        if logits is None:
+            return None
+        if repeat == 0:
+            calibration = out_of_fold_calibration(logits[0], labels, fold_of)
+        correct.append(logits[0].argmax(axis=1) == labels)
+    return calibration, np.array(correct)
+
+
+def set_paired_differences(figures: list[BackboneFigures], correct: list[np.ndarray], file_names: list[str]) -> None:
+    """Each row's difference to the most accurate row and its standard error, paired on the same
+    photos; correct holds each row's per-photo correctness, (repeats, n)."""
+    best = figures.index(most_accurate(figures))
+    for row, row_correct in zip(figures, correct):
+        row.difference_to_best, row.difference_standard_error = paired_difference(correct[best], row_correct,
+                                                                                  file_names)
+
+
+def most_accurate(figures: list[BackboneFigures]) -> BackboneFigures:
+    """The row every other is compared with; of rows exactly as accurate, the cheapest."""
+    return max(figures, key=lambda row: (row.accuracy, -row.cost))
 
 
 def calibration_indices(examples: list[tuple[str, int]], labels: list[str]) -> list[int]:
@@ -336,13 +396,14 @@ def fastest_ms(work, repeats: int) -> float:
 
 def mark_front_and_recommendation(figures: list[BackboneFigures]) -> None:
     """Set on_front (no other row is cheaper and at least as accurate, or as cheap and more
-    accurate) and recommended: the cheapest row within one standard error of the most accurate."""
+    accurate) and recommended: the cheapest row tied with the most accurate, within one standard
+    error of their paired difference (set_paired_differences)."""
     for row in figures:
+        row.recommended = False
         row.on_front = not any(
             (other.cost < row.cost and other.accuracy >= row.accuracy)
             or (other.cost <= row.cost and other.accuracy > row.accuracy) for other in figures)
-    best = max(figures, key=lambda row: row.accuracy)
-    candidates = [row for row in figures if row.accuracy >= best.accuracy - best.accuracy_standard_error]
+    candidates = [row for row in figures if row.tied_with_best]
     min(candidates, key=lambda row: (row.cost, -row.accuracy)).recommended = True
 
 
@@ -350,18 +411,44 @@ def format_compare(result: CompareResult) -> str:
     """The table `compare` prints, then the recommendation."""
     name_width = max(len("backbone"), *(len(row.architecture) for row in result.figures))
     device = result.device_cost
-    lines = [f"{result.folds}-fold cross-validation on {result.image_count} photos; cost: {device.name}",
+    lines = [f"{result.folds}-fold cross-validation, {plural(result.repeats, 'fold assignment')}, on "
+             f"{result.image_count} photos; cost: {device.name}",
              device.note,
-             f"{'backbone':<{name_width}}  accuracy (± s.e.)  out-of-fold ECE  bottleneck ms  float32 MB  int8 MB"
-             f"      cost{'  Pi 4 (A72)' if device.counted else ''}  front"]
+             f"{'backbone':<{name_width}}  accuracy (± s.e.)  vs best (± s.e.)  out-of-fold ECE  bottleneck ms  "
+             f"float32 MB  int8 MB      cost{'  Pi 4 (A72)' if device.counted else ''}  front"]
     for row in result.figures:
         lines.append(f"{row.architecture:<{name_width}}  {row.accuracy:>8.1%} ± {row.accuracy_standard_error:>5.1%}  "
-                     f"{row.out_of_fold_ece:>15.1%}  {row.bottleneck_ms:>13.1f}  {row.float32_bytes / 1e6:>10.2f}  "
-                     f"{row.int8_bytes / 1e6:>7.2f}  {row.cost:>8.2f}"
+                     f"{versus_best(row, result.figures):>16}  {row.out_of_fold_ece:>15.1%}  {row.bottleneck_ms:>13.1f}  "
+                     f"{row.float32_bytes / 1e6:>10.2f}  {row.int8_bytes / 1e6:>7.2f}  {row.cost:>8.2f}"
                      f"{f'  {row.cortex_a72_cost:>10.2f}' if device.counted else ''}  {'yes' if row.on_front else '':>5}")
-    lines.append(f"recommended: {result.recommended.architecture} (the cheapest within one standard error of the most "
-                 f"accurate); train it with: {train_command(result)}")
+    lines.append(f"recommended: {result.recommended.architecture} ({recommendation_reason(result)}); "
+                 f"train it with: {train_command(result)}")
     return "\n".join(lines)
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def versus_best(row: BackboneFigures, figures: list[BackboneFigures]) -> str:
+    """This row's accuracy minus the most accurate's ± the standard error of that paired difference."""
+    if row is most_accurate(figures):
+        return "best"
+    return f"{0.0 - row.difference_to_best:+.1%} ± {row.difference_standard_error:.1%}"  # 0.0 -: no "-0.0%"
+
+
+def recommendation_reason(result: CompareResult) -> str:
+    """Why the recommended backbone, in words, naming the backbones tied with the most accurate."""
+    chosen = result.recommended
+    best = most_accurate(result.figures)
+    rule = "within one standard error of the paired difference"
+    tied = ", ".join(f"{row.architecture} {versus_best(row, result.figures)}" for row in result.figures
+                     if row.tied_with_best and row is not best)
+    if not tied:
+        return f"the most accurate; no other backbone is {rule}"
+    if chosen is best:
+        return f"the most accurate, and the cheapest of those tied with it, {rule}: {tied}"
+    return f"the cheapest of those tied with the most accurate, {best.architecture}, {rule}: {tied}"
 
 
 def train_command(result: CompareResult) -> str:
@@ -429,20 +516,24 @@ def compare_page(result: CompareResult) -> str:
     rows = "".join(
         f'<tr data-architecture="{html.escape(row.architecture)}"><td>{html.escape(row.architecture)}'
         f'{" <strong>(recommended)</strong>" if row.recommended else ""}</td>'
-        f"<td>{percent(row.accuracy)} ± {percent(row.accuracy_standard_error)}</td><td>{percent(row.out_of_fold_ece)}</td>"
+        f"<td>{percent(row.accuracy)} ± {percent(row.accuracy_standard_error)}</td>"
+        f"<td>{html.escape(versus_best(row, result.figures))}</td><td>{percent(row.out_of_fold_ece)}</td>"
         f"<td>{row.bottleneck_ms:.1f}</td><td>{row.float32_bytes / 1e6:.2f}</td><td>{row.int8_bytes / 1e6:.2f}</td>"
         f"<td>{row.cost:.3g}</td>{f'<td>{row.cortex_a72_cost:.3g}</td>' if device.counted else ''}"
         f"<td>{'yes' if row.on_front else ''}</td></tr>" for row in result.figures)
     best = result.recommended
     sections = [
         f"<p>Each backbone's head was trained {result.folds} times on the cached bottlenecks of "
-        f"{result.image_count} photos, each time scoring the fold it did not see. "
-        f"<strong>Recommended: {html.escape(best.architecture)}</strong>, the cheapest backbone within one standard "
-        f"error of the most accurate. Filled points are on the front: no other backbone is both cheaper and at "
-        f"least as accurate.</p>",
+        f"{result.image_count} photos, each time scoring the fold it did not see, for each of "
+        f"{plural(result.repeats, 'fold assignment')}. <strong>Recommended: {html.escape(best.architecture)}</strong>: "
+        f"{html.escape(recommendation_reason(result))}. The rule: the cheapest backbone within one standard error of "
+        f"the most accurate, the error being that of their per-photo difference, since every backbone is judged on "
+        f"the same photos. Filled points are on the front: no other backbone is both cheaper and at least as "
+        f"accurate.</p>",
         f"<p id=\"cost\">Cost: {html.escape(device.name)}. {html.escape(device.note)}</p>",
         accuracy_cost_svg(result.figures, device.name),
-        "<table id=\"backbones\"><tr><th>backbone</th><th>k-fold accuracy ± s.e.</th><th>out-of-fold ECE</th>"
+        "<table id=\"backbones\"><tr><th>backbone</th><th>k-fold accuracy ± s.e.</th>"
+        "<th>minus the most accurate ± s.e. of the paired difference</th><th>out-of-fold ECE</th>"
         "<th>bottleneck ms / image</th><th>float32 MB</th><th>int8 MB</th>"
         f"<th>{html.escape(device.name)}</th>"
         f"{'<th>Cortex-A72 (Pi 4) instructions per full-int8 invoke, millions</th>' if device.counted else ''}"

@@ -70,13 +70,17 @@ def label_for_folder(folder_name: str) -> str:
     return NON_LABEL_CHARACTERS.sub(" ", folder_name.lower()).strip()
 
 
-def hash_bucket(file_name: str) -> int:
-    """A file's bucket in [0, MAX_NUM_IMAGES_PER_CLASS], from its base name with any `_nohash_...` suffix removed."""
-    key = NOHASH_SUFFIX.sub("", file_name)
+def burst_key(file_name: str) -> str:
+    """What a file's set is hashed from: its base name with any `_nohash_...` suffix removed, so
+    the frames of one burst share it."""
     # macOS stores names decomposed (NFD), Linux and Windows as typed (usually NFC): one form
     # keeps an accented name in the same set on every machine. ASCII names are unchanged.
-    key = unicodedata.normalize("NFC", key)
-    digest = hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()
+    return unicodedata.normalize("NFC", NOHASH_SUFFIX.sub("", file_name))
+
+
+def hash_bucket(file_name: str) -> int:
+    """A file's bucket in [0, MAX_NUM_IMAGES_PER_CLASS], from its burst key."""
+    digest = hashlib.sha1(burst_key(file_name).encode("utf-8", "surrogateescape")).hexdigest()
     return int(digest, 16) % (MAX_NUM_IMAGES_PER_CLASS + 1)
 
 

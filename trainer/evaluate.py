@@ -21,7 +21,10 @@ from edge.model import parse_labels
 from trainer import UserError
 from trainer.backbones import INPUT_MEAN, INPUT_STD
 from trainer.bottlenecks import DECODE_THREADS
-from trainer.calibration import expected_calibration_error, format_precision_coverage, precision_coverage
+from trainer.calibration import (
+    expected_calibration_error, format_perfect_calibration, format_precision_coverage, perfect_calibration_ece,
+    precision_coverage,
+)
 from trainer.convert import load_keras_model
 from trainer.dataset import SETS, list_images
 from trainer.outputs import LABELS_FILE, MODEL_FILE, RUN_FILE, load_run, write_bytes_atomic
@@ -66,6 +69,8 @@ class EvaluationResult:
     # The expected calibration error `train` measured on every training and validation photo's
     # out-of-fold prediction, after the temperature (None without run.json or k-fold calibration).
     out_of_fold_ece: float | None = None
+    # perfect_calibration_ece of those out-of-fold scores, as run.json records it (None as above).
+    out_of_fold_perfect_ece: dict[str, float] | None = None
 
     @property
     def predicted_labels(self) -> np.ndarray:
@@ -80,6 +85,11 @@ class EvaluationResult:
     def calibration_error(self) -> float:
         """Expected calibration error of the top scores (see trainer.calibration)."""
         return expected_calibration_error(self.scores, self.true_labels)
+
+    @property
+    def perfect_calibration_error(self) -> dict[str, float]:
+        """What a perfectly calibrated model with these scores would show (see perfect_calibration_ece)."""
+        return perfect_calibration_ece(self.scores)
 
     @property
     def confusion(self) -> np.ndarray:
@@ -145,7 +155,8 @@ def evaluate(options: EvaluateOptions) -> EvaluationResult:
     calibration = (run or {}).get("calibration") or {}
     result = EvaluationResult(model_path, image_dir, split, labels, paths, true_labels, scores,
                               report_dir / REPORT_FILE, report_dir / CONFUSION_MATRIX_FILE,
-                              (calibration.get("out_of_fold_ece") or {}).get("after"))
+                              (calibration.get("out_of_fold_ece") or {}).get("after"),
+                              (calibration.get("out_of_fold_ece") or {}).get("perfectly_calibrated"))
     write_evaluation_report(result, run)
     return result
 
@@ -232,10 +243,13 @@ def format_evaluation(result: EvaluationResult) -> str:
     for index, label in enumerate(result.labels):
         lines.append(f"{label:<{label_width}}" + "".join(f"  {count:>{width}}"
                                                            for count, width in zip(confusion[index], widths)))
-    lines += ["", f"expected calibration error: {result.calibration_error:.3f} (0: a score of 0.9 is right 90% of the time)"]
+    lines += ["", f"expected calibration error: {result.calibration_error:.3f} (0: a score of 0.9 is right 90% of the "
+              f"time); {format_perfect_calibration(result.perfect_calibration_error, percent=False)}"]
     if result.out_of_fold_ece is not None:
         lines.append(f"out-of-fold expected calibration error at training: {result.out_of_fold_ece:.3f} "
-                     f"(every training and validation photo, judged by a head that never saw it)")
+                     f"(every training and validation photo, judged by a head that never saw it)"
+                     + ("" if result.out_of_fold_perfect_ece is None else
+                        f"; {format_perfect_calibration(result.out_of_fold_perfect_ece, percent=False)}"))
     lines += ["precision and coverage by --threshold (edge-classify reports 'unknown' below it):",
               format_precision_coverage(precision_coverage(result.scores, result.true_labels))]
     return "\n".join(lines)
@@ -265,9 +279,12 @@ def write_evaluation_report(result: EvaluationResult, run: dict | None) -> None:
     sections.append(
         "<h2>Choosing --threshold</h2><p>With <code>edge-classify --threshold T</code>, an image whose top score is "
         "below T is reported as unknown. Precision is the share of the answers kept that are right; coverage the share "
-        f"of images kept. Expected calibration error: {result.calibration_error:.3f}"
+        f"of images kept. Expected calibration error: {result.calibration_error:.3f} "
+        f"({html.escape(format_perfect_calibration(result.perfect_calibration_error, percent=False))})"
         + ("" if result.out_of_fold_ece is None else
-           f"; out of fold at training (every training and validation photo): {result.out_of_fold_ece:.3f}")
+           f"; out of fold at training (every training and validation photo): {result.out_of_fold_ece:.3f}"
+           + ("" if result.out_of_fold_perfect_ece is None else
+              f" ({html.escape(format_perfect_calibration(result.out_of_fold_perfect_ece, percent=False))})"))
         + ".</p>"
         + png_tag(precision_coverage_png(precision_coverage(result.scores, result.true_labels, np.linspace(0, 1, THRESHOLD_PLOT_POINTS))),
                   "precision and coverage by threshold")

@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_limits
 from trainer import UserError
 from trainer.backbones import DEFAULT_ARCHITECTURE, INPUT_MEAN, INPUT_STD, build_backbone, get_backbone, weights_id
 from trainer.bottlenecks import BottleneckCache, default_bottleneck_dir, file_keys, image_bottlenecks, make_forward
-from trainer.calibration import softmax
+from trainer.calibration import perfect_calibration_ece, softmax
 from trainer.crossval import DEFAULT_FOLDS, hash_folds, out_of_fold_calibration, out_of_fold_logits
 from trainer.dataset import SETS, ImageList, list_images
 from trainer.distortions import DistortionOptions, distorted_training_inputs
@@ -310,11 +310,30 @@ def cross_validate(options: TrainOptions, bottlenecks: np.ndarray, labels: np.nd
     records = [out_of_fold_calibration(setting_logits, labels, fold_of) for setting_logits in logits]
     chosen = min(range(len(grid)), key=lambda index: records[index]["out_of_fold_nll"]["after"])
     calibration = records[chosen]
+    calibration["out_of_fold_ece"]["perfectly_calibrated"] = perfect_calibration_ece(
+        softmax(logits[chosen] / calibration["temperature"]))
     if len(grid) > 1:
         calibration["grid"] = [{**setting, "out_of_fold_nll": record["out_of_fold_nll"]["after"],
                                 "out_of_fold_accuracy": record["out_of_fold_accuracy"]}
                                for setting, record in zip(grid, records)]
     return grid[chosen], calibration
+
+
+def calibration_for_kept_step(options: TrainOptions, calibration: dict, kept_step: int, bottlenecks: np.ndarray,
+                              labels: np.ndarray, file_names: list[str], class_count: int) -> dict:
+    """cross_validate's calibration record for the head kept at `kept_step`, with "fold_steps" set.
+
+    Early stopping may keep an earlier head than the fold heads were trained to: a temperature
+    fitted on heads trained every step would fit a more confident head than the one shipped, so
+    the folds are trained again for kept_step steps (same bottlenecks, labels, names as cross_validate).
+    """
+    if calibration["fitted_on"] is None:
+        return {**calibration, "fold_steps": None}
+    if kept_step != options.how_many_training_steps:
+        _, refitted = cross_validate(replace(options, how_many_training_steps=kept_step, choose_regularisation=False),
+                                     bottlenecks, labels, file_names, class_count)
+        calibration = {**refitted, **{key: calibration[key] for key in ("grid",) if key in calibration}}
+    return {**calibration, "fold_steps": kept_step}
 
 
 def evaluate_step(options, head, step, inputs, targets, validation_bottlenecks, validation_labels, rng, summaries) -> dict:
@@ -420,15 +439,9 @@ def train(options: TrainOptions) -> TrainResult:
         summaries.close()
     timings["training_s"] = time.perf_counter() - started
     kept_step = next((record["step"] for record in history if record.get("kept")), history[-1]["step"])
-    if calibration["fitted_on"] is not None and kept_step != options.how_many_training_steps:
-        # Early stopping kept an earlier head: a temperature fitted on heads trained every step
-        # would fit a more confident head than the one shipped. Refit the folds for kept_step steps.
-        started = time.perf_counter()
-        _, refitted = cross_validate(replace(options, how_many_training_steps=kept_step, choose_regularisation=False),
-                                     *folded)
-        calibration = {**refitted, **{key: calibration[key] for key in ("grid",) if key in calibration}}
-        timings["cross_validation_s"] += time.perf_counter() - started
-    calibration["fold_steps"] = kept_step if calibration["fitted_on"] is not None else None
+    started = time.perf_counter()
+    calibration = calibration_for_kept_step(options, calibration, kept_step, *folded)
+    timings["cross_validation_s"] += time.perf_counter() - started
     head = head.with_temperature(calibration["temperature"])
     skipped_steps = steps_skipped(options, len(validation_y), calibration["fitted_on"] is not None)
     for step, reason in skipped_steps.items():
