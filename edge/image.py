@@ -10,6 +10,7 @@ shrinks a frame by that same factor first, so it sees the frame much as the trai
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import warnings
 from pathlib import Path
@@ -25,6 +26,10 @@ Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # Pillow warns above its limit: raise
 RESAMPLE = Image.Resampling.BILINEAR
 # The scales libjpeg can decode at (1/1, 1/2, 1/4, 1/8), largest first, as Pillow's draft picks them.
 DRAFT_FACTORS = (8, 4, 2, 1)
+# OpenCV (the camera extra; the device's base install has none) halves frames for far fewer
+# instructions than Pillow (`shrink_bgr`). Looked up, not imported: the trainer and file
+# classification import this module too, and have no use for OpenCV's start-up.
+OPENCV_INSTALLED = importlib.util.find_spec("cv2") is not None
 
 
 class ImageError(ValueError):
@@ -79,22 +84,39 @@ def draft_factor(image_size: tuple[int, int], size: tuple[int, int]) -> int:
     return next(factor for factor in DRAFT_FACTORS if factor <= max(fits, 1))
 
 
+def shrink_bgr(frame: np.ndarray, factor: int) -> Image.Image:
+    """A BGR uint8 (H, W, 3) frame averaged over factor x factor boxes, as Pillow's reduce does:
+    an RGB PIL image of ceil(W / factor) x ceil(H / factor).
+
+    Where OpenCV is installed and the frame's sides are even, OpenCV's INTER_AREA halves it: the
+    same pixels, value for value (tests/test_pi_cost.py on the test machine, frame_cost_guest.py on
+    the emulated Pi 5 with the arm64 wheels), for a fraction of the instructions of Pillow reading
+    the whole frame and reducing it (scripts/frame_cost.py). Not by 4 or 8, where OpenCV rounds
+    some box means differently (off by 1), nor for odd sides, whose last box Pillow averages over
+    the pixels there are and OpenCV drops. Pillow's unpacker reads the BGR bytes straight into its
+    RGB image, in the copy it makes anyway: swapping the channels of the whole frame first costs a
+    Pi more than the network itself when NumPy does it (picamera2 without OpenCV).
+    """
+    height, width = frame.shape[:2]
+    if OPENCV_INSTALLED and factor == 2 and height % 2 == 0 and width % 2 == 0:
+        import cv2  # the camera path has imported it already, to read the frame
+
+        frame, factor = cv2.resize(frame, (width // 2, height // 2), interpolation=cv2.INTER_AREA), 1
+    image = Image.frombuffer("RGB", frame.shape[1::-1], np.ascontiguousarray(frame), "raw", "BGR", 0, 1)
+    return image.reduce(factor) if factor > 1 else image
+
+
 def resize_bgr(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A camera's BGR uint8 (H, W, 3) frame -> RGB uint8 (height, width, 3) at size=(height, width).
 
-    The frame is first averaged over draft_factor x draft_factor boxes (Pillow's reduce), then
+    The frame is first averaged over draft_factor x draft_factor boxes (`shrink_bgr`), then
     resized as `resize_rgb` does. That is what `load_rgb` computes for the frame saved as a JPEG,
     with a box average where the decoder scales in its DCT: measured on the flower photos as
-    640x480 frames, closer to the trainer's pixels than resizing the whole frame, for about two
-    thirds of the instructions on a Pi (`scripts/frame_cost.py`). Pillow's unpacker reads the
-    BGR bytes straight into its RGB image, in the copy it makes anyway: swapping the channels of
-    the whole frame first costs a Pi more than the network itself when NumPy does it (picamera2
-    without OpenCV), and is never needed.
+    640x480 frames, closer to the trainer's pixels than resizing the whole frame, for 0.46x its
+    instructions on a Pi with OpenCV, 0.69x without (`scripts/frame_cost.py`).
     """
     height, width = frame.shape[:2]
-    image = Image.frombuffer("RGB", (width, height), np.ascontiguousarray(frame), "raw", "BGR", 0, 1)
-    factor = draft_factor(image.size, size)
-    return resize_rgb(image.reduce(factor) if factor > 1 else image, size)
+    return resize_rgb(shrink_bgr(frame, draft_factor((width, height), size)), size)
 
 
 def load_rgb(path: str | Path | bytes, size: tuple[int, int]) -> np.ndarray:

@@ -4,6 +4,8 @@ frame prepared for a 224x224 model each way it could be, then the whole frame an
 Each preparation takes the BGR frame and returns RGB uint8 (224, 224, 3); scripts/frame_cost.py
 imports PREPARATIONS to compare their pixels with the trainer's on the host. OpenCV's rows appear
 only where OpenCV is installed (the camera extra; the device's base install has no OpenCV).
+Before counting, it checks on this CPU that edge.image.shrink_bgr's OpenCV halving gives Pillow's
+pixels (`shrink_differences`), and fails if not: the arm64 wheels' vector code is not x86's.
 
 usage: python3 frame_cost_guest.py REPEATS MODEL.tflite
 """
@@ -20,13 +22,17 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge.classify import classify_frame  # noqa: E402
-from edge.image import resize_bgr, resize_rgb  # noqa: E402
+from edge.image import OPENCV_INSTALLED, resize_bgr, resize_rgb, shrink_bgr  # noqa: E402
 from edge.model import load_model  # noqa: E402
 from trainer.pi_cost_guest import TOP_K, WARMUP_INVOCATIONS, Regions, camera_frame  # noqa: E402
 
 SIZE = (224, 224)  # (height, width)
 BASELINE = "whole frame, bilinear"  # resize_bgr before it shrank the frame first
-CURRENT = "resize_bgr: Pillow reduce 1/2, bilinear"  # what classify_frame does
+PILLOW_SHRINK = "Pillow reduce 1/2, bilinear"  # resize_bgr before OpenCV halved the frame
+CURRENT = f"resize_bgr: {'OpenCV area' if OPENCV_INSTALLED else 'Pillow reduce'} 1/2, bilinear"  # classify_frame's
+# Frames shrink_differences compares: (height, width); odd and not-by-4 sides take Pillow's way.
+SHRINK_SHAPES = ((480, 640), (240, 320), (1080, 1920), (96, 128), (56, 40), (482, 642), (481, 643), (35, 47))
+SHRINK_FACTORS = (2, 4, 8)
 
 
 def bgr_image(frame: np.ndarray) -> Image.Image:
@@ -42,6 +48,26 @@ def numpy_box(frame: np.ndarray) -> np.ndarray:
     boxes += 2
     boxes >>= 2
     return boxes.astype(np.uint8)
+
+
+def shrink_differences() -> dict[str, int]:
+    """How many values of each shrink differ from Pillow's reduce of the same BGR frame (random,
+    its rows padded as picamera2 pads them): shrink_bgr by each factor, and OpenCV's INTER_AREA
+    halving where OpenCV is installed. All must be 0."""
+    rng = np.random.default_rng(1)
+    differences = {}
+    for height, width in SHRINK_SHAPES:
+        frame = rng.integers(0, 256, (height, width + 8, 3), dtype=np.uint8)[:, :width]
+        for factor in SHRINK_FACTORS:
+            pillow = np.asarray(bgr_image(frame).reduce(factor))
+            shrunk = np.asarray(shrink_bgr(frame, factor))
+            differences[f"shrink_bgr {width}x{height} /{factor}"] = int(np.count_nonzero(shrunk != pillow))
+            if OPENCV_INSTALLED and factor == 2 and height % 2 == 0 and width % 2 == 0:
+                import cv2
+
+                opencv = cv2.resize(frame, (width // 2, height // 2), interpolation=cv2.INTER_AREA)[..., ::-1]
+                differences[f"OpenCV INTER_AREA {width}x{height} /2"] = int(np.count_nonzero(opencv != pillow))
+    return differences
 
 
 def _opencv_preparations() -> dict:
@@ -60,6 +86,7 @@ def _opencv_preparations() -> dict:
 
 PREPARATIONS = {
     BASELINE: lambda frame: resize_rgb(bgr_image(frame), SIZE),
+    PILLOW_SHRINK: lambda frame: resize_rgb(bgr_image(frame).reduce(2), SIZE),
     CURRENT: lambda frame: resize_bgr(frame, SIZE),
     "Pillow reducing_gap=1": lambda frame: np.asarray(bgr_image(frame).resize(
         SIZE[::-1], Image.Resampling.BILINEAR, reducing_gap=1.0)),
@@ -69,6 +96,9 @@ PREPARATIONS = {
 
 
 def main(repeats: int, model_path: str) -> dict[int, list[str]]:
+    differing = {shrink: count for shrink, count in shrink_differences().items() if count}
+    if differing:
+        sys.exit(f"shrinking a frame is not Pillow's reduce here: values differing {differing}")
     gc.disable()  # as trainer/pi_cost_guest.py: a collection inside one counted run would make it unrepeatable
     regions = Regions(repeats)
     frame = camera_frame()

@@ -12,7 +12,8 @@ import pytest
 from conftest import load_script
 from trainer.calibration import (
     binned_calibration_error, calibration_error_floor, expected_calibration_error, fit_temperature,
-    format_precision_coverage, negative_log_likelihood, perfect_calibration_ece, precision_coverage, softmax,
+    format_precision_coverage, negative_log_likelihood, perfect_calibration_ece, photo_log_losses, precision_coverage,
+    softmax,
 )
 from trainer.crossval import hash_folds, out_of_fold_logits
 from trainer.dataset import set_for_file
@@ -157,6 +158,16 @@ def test_fit_temperature_finds_the_minimum():
     drawn = np.array([rng.choice(3, p=row) for row in probabilities])
     assert fit_temperature(logits, drawn) == pytest.approx(1.0, abs=0.1)
     assert fit_temperature(np.zeros((0, 3)), np.zeros(0, np.int64)) == 1.0
+
+
+def test_photo_log_losses_by_hand():
+    """Each photo's NLL of its label; their mean is negative_log_likelihood."""
+    logits = np.array([[0.0, 0.0, 0.0], [2.0, 0.0, 0.0], [0.0, 4.0, 0.0]])
+    labels = np.array([1, 0, 0])
+    expected = [math.log(3), math.log(1 + 2 * math.exp(-2)), math.log(2 + math.exp(4))]
+    assert np.allclose(photo_log_losses(logits, labels), expected)
+    assert np.allclose(photo_log_losses(logits, labels, 2.0), photo_log_losses(logits / 2, labels))
+    assert negative_log_likelihood(logits, labels, 2.0) == pytest.approx(photo_log_losses(logits, labels, 2.0).mean())
 
 
 def test_expected_calibration_error_by_hand():

@@ -154,12 +154,17 @@ def test_draft_factor_is_the_jpeg_decoders():
     assert [draft_factor((640, 480), size) for size in ((224, 224), (240, 320), (241, 320), (60, 80))] == [2, 2, 1, 8]
 
 
-def test_bgr_frames_are_shrunk_as_the_trainer_decodes_them_then_resized():
-    # Any frame size and memory layout (picamera2 pads rows): the frame averaged over
+@pytest.mark.parametrize("opencv", [True, False], ids=["opencv", "pillow-only"])
+def test_bgr_frames_are_shrunk_as_the_trainer_decodes_them_then_resized(monkeypatch, opencv):
+    # Any frame size and memory layout (picamera2 pads rows), with OpenCV halving even frames
+    # (the camera extra) or without it (the device's base install): the frame averaged over
     # draft_factor-square boxes, then the trainer's resize, of the same image in RGB order.
+    assert edge.image.OPENCV_INSTALLED  # the camera extra is installed here: its path is the one tested
+    monkeypatch.setattr(edge.image, "OPENCV_INSTALLED", opencv)
     rng = np.random.default_rng(2)
-    for (height, width), size in (((480, 640), (224, 224)), ((37, 53), TINY_SIZE), ((8, 8), (16, 12)),
-                                  ((481, 643), (96, 96))):
+    for (height, width), size in (((480, 640), (224, 224)), ((480, 640), (128, 128)), ((240, 320), (120, 160)),
+                                  ((37, 53), TINY_SIZE), ((8, 8), (16, 12)), ((481, 643), (96, 96)),
+                                  ((482, 642), (96, 96)), ((1080, 1920), (224, 224))):
         padded = rng.integers(0, 256, (height, width + 5, 3), dtype=np.uint8)
         frame = padded[:, :width]
         rgb = Image.fromarray(np.ascontiguousarray(frame[..., ::-1]))

@@ -37,12 +37,17 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exponentials / exponentials.sum(axis=1, keepdims=True)
 
 
-def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
-    """Mean cross entropy of softmax(logits / temperature) against labels: (n, classes), (n,) -> nats."""
+def photo_log_losses(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """(n,) cross entropy of each image's softmax(logits / temperature) against its label, nats."""
     scaled = np.asarray(logits, np.float64) / temperature
     shifted = scaled - scaled.max(axis=1, keepdims=True)
     log_normaliser = np.log(np.exp(shifted).sum(axis=1))
-    return float(np.mean(log_normaliser - shifted[np.arange(len(labels)), labels]))
+    return log_normaliser - shifted[np.arange(len(labels)), labels]
+
+
+def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean cross entropy of softmax(logits / temperature) against labels: (n, classes), (n,) -> nats."""
+    return float(np.mean(photo_log_losses(logits, labels, temperature)))
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
