@@ -2,7 +2,7 @@
 
     python scripts/bench_trust.py [--image_dir ../shared/data/flowers] [--folds 5] [--seeds 0,1,2]
         [--architecture mobilenet_v2_0.5_224] [--weights ../shared/data/weights/...0.5_224_no_top.h5]
-        [--steps 4000] [--float_layers 6,10,15,20] [--no_distortions] [--no_tflite]
+        [--steps 4000] [--float_layers default,10,15] [--no_distortions] [--no_tflite]
 
 With no photos held back beyond the dataset, each image is measured once, by the model that did
 not see it. Fold f holds the images whose classic split hash (trainer.dataset.hash_percentage)
@@ -107,7 +107,7 @@ def tflite_scores(tflite_bytes: bytes, labels: list[str], pixels: np.ndarray, fo
 
 
 def head_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags bench_trust shares with bench_calibration: photos, backbone, folds, steps, seeds, cache."""
+    """The flags bench_trust shares with bench_calibration and bench_int8: photos, backbone, folds, steps, seeds, cache."""
     parser.add_argument("--image_dir", type=Path, default=SHARED / "flowers")
     parser.add_argument("--architecture", default="mobilenet_v2_0.5_224")
     parser.add_argument("--weights", default=str(SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5"))
@@ -133,23 +133,28 @@ def print_rows(rows: dict[str, list[float]]) -> None:
         print(f"{name:<{width}}{text}")
 
 
+def photos(image_dir: Path):
+    """(the ImageList, every photo's path, its label index): all of them, since the folds hold out."""
+    images = list_images(image_dir, 0, 0)
+    examples = images.examples("training")
+    return images, [images.image_dir / path for path, _ in examples], np.array([label for _, label in examples])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     head_arguments(parser)
-    parser.add_argument("--float_layers", default="6,10,15,20", help="selective int8 variants: layers kept in float")
+    parser.add_argument("--float_layers", default="default,10,15",
+                        help="selective int8 variants: layers kept in float, or default (convert's choice by Pi 5 cost)")
     parser.add_argument("--no_distortions", action="store_true", help="skip the distortion comparison")
     parser.add_argument("--no_tflite", action="store_true", help="skip the TFLite conversions (head figures only)")
     arguments = parser.parse_args()
     if not arguments.image_dir.is_dir():
         sys.exit(f"{arguments.image_dir} not found: pass --image_dir and --weights")
-    float_layer_counts = [int(count) for count in arguments.float_layers.split(",")]
+    float_layer_counts = [None if count == "default" else int(count) for count in arguments.float_layers.split(",")]
     seeds = [int(seed) for seed in arguments.seeds.split(",")]
     started = time.perf_counter()
 
-    images = list_images(arguments.image_dir, 0, 0)
-    examples = images.examples("training")
-    paths = [images.image_dir / path for path, _ in examples]
-    labels = np.array([label for _, label in examples])
+    images, paths, labels = photos(arguments.image_dir)
     class_count = len(images.labels)
     backbone = get_backbone(arguments.architecture)
     backbone_model = build_backbone(backbone, arguments.weights, 0)
@@ -266,11 +271,11 @@ def main() -> None:
             sizes, latencies = {}, {}
             models = {mode: convert_model(model, mode) for mode in FLOAT_MODES}
             models["int8"] = convert_model(model, "int8", calibration)
-            selective_counts = [count for count in float_layer_counts if count]
+            selective_counts = [count for count in float_layer_counts if count != 0]
             with tflite_converter(model, "int8", calibration) as converter:
                 selective = selectively_quantized(converter, calibration, selective_counts)
-            models.update((f"int8, {count} layers float", tflite_bytes)
-                          for count, tflite_bytes in zip(selective_counts, selective))
+            models.update((f"int8, {count} layers float" if count else "int8, default (Pi 5 cost budget)", tflite_bytes)
+                          for count, (tflite_bytes, _) in zip(selective_counts, selective))
             for name, tflite_bytes in models.items():
                 scores, latencies[name] = tflite_scores(tflite_bytes, images.labels, pixels[held_out], Path(work))
                 sizes[name] = len(tflite_bytes)

@@ -23,7 +23,10 @@ from edge.image import load_rgb
 from edge.model import load_model, read_metadata
 from trainer import UserError
 from trainer.cli import app
-from trainer.convert import ConvertOptions, calibration_paths, convert
+from trainer.convert import (
+    FLOAT_COST_SHARE, INT8_INSTRUCTIONS_PER_MAC, ConvertOptions, Layer, calibration_paths, convert, convert_model,
+    float_layer_choice, model_layers,
+)
 from trainer.outputs import remove_stale_partials
 
 REPO = Path(__file__).resolve().parents[1]
@@ -181,6 +184,44 @@ def test_quantize_gives_uint8_in_and_out_agreeing_with_keras(output_dir):
     assert proof["tflite_accuracy"] == proof["keras_accuracy"]
     assert proof["validation_count"] > 0 and proof["validation_agreement"] is not None
     assert "top-1 agreement (validation" in result.output
+    # The default leaves the worst layers that fit the Pi 5 budget in float.
+    assert proof["float_layers"] > 0 and float_tensors(output_dir / "model.tflite") >= proof["float_layers"]
+
+
+def test_float_layer_choice_gives_an_expensive_bad_layer_up_by_default():
+    layers = {  # 1000 M multiply-accumulates in all: the budget is 9.5% of 235 M instructions
+        "stem": Layer("CONV_2D", weights=400, macs=800_000_000, elements=2_000_000),  # ~218 M in float
+        "early depthwise": Layer("DEPTHWISE_CONV_2D", weights=900, macs=20_000_000, elements=200_000),  # ~4.96 M
+        "late depthwise": Layer("DEPTHWISE_CONV_2D", weights=1_000, macs=10_000_000, elements=50_000),  # ~2.44 M
+        "head": Layer("FULLY_CONNECTED", weights=100_000, macs=100_000, elements=1_000),  # above the 5% of weights
+        "add": Layer("ADD", weights=0, macs=0, elements=1_000),  # not a measured kind: never by default
+        "pointwise": Layer("CONV_2D", weights=2_000, macs=169_900_000, elements=10_000),  # ~45.9 M
+    }
+    errors = [("stem", 3.0), ("head", 2.5), ("add", 2.0), ("early depthwise", 1.5), ("late depthwise", 1.0),
+              ("pointwise", 0.5), ("not in the model", 0.4)]
+    # By error alone (an explicit count), the stem comes first, as it always did.
+    assert float_layer_choice(errors, layers, 2) == ["stem", "add"]
+    assert float_layer_choice(errors, layers, 0) == []
+    # By default it costs far more than the budget, so the depthwise layers are left in float instead.
+    assert FLOAT_COST_SHARE * INT8_INSTRUCTIONS_PER_MAC * 1_000_000_000 < layers["stem"].float_instructions()
+    assert float_layer_choice(errors, layers, None) == ["early depthwise", "late depthwise"]
+    # --help states the budget.
+    assert f"{FLOAT_COST_SHARE:.1%}" in runner.invoke(app, ["convert", "--help"], terminal_width=200).output
+
+
+def test_model_layers_count_multiply_accumulates():
+    import keras
+
+    inputs = keras.Input((8, 8, 3))
+    features = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
+    features = keras.layers.DepthwiseConv2D(3, padding="same", name="depthwise")(features)
+    outputs = keras.layers.Dense(2, name="dense")(keras.layers.GlobalAveragePooling2D()(features))
+    layers = model_layers(convert_model(keras.Model(inputs, outputs), "float32"))
+    by_kind = {layer.kind: layer for layer in layers.values()}
+    assert by_kind["CONV_2D"].macs == 8 * 8 * 4 * (3 * 3 * 3)
+    assert by_kind["DEPTHWISE_CONV_2D"].macs == 8 * 8 * 4 * (3 * 3)
+    assert by_kind["FULLY_CONNECTED"].macs == 4 * 2 and by_kind["MEAN"].macs == 0
+    assert by_kind["CONV_2D"].weights == 4 * 3 * 3 * 3 + 4 and by_kind["CONV_2D"].elements == 8 * 8 * 3 + 8 * 8 * 4
 
 
 def float_tensors(path: Path) -> int:

@@ -296,7 +296,7 @@ def convert_command(
     quantize: bool = typer.Option(False, "--quantize", help="Full-integer int8 with uint8 input and output (same as --quantization int8)."),
     quantization: str = typer.Option(None, "--quantization", help="float32 (default), dynamic (int8 weights), float16, or int8 (uint8 in and out, calibrated)."),
     calibration_images: int = typer.Option(200, "--calibration_images", "--calibration-images", help="Training images to calibrate int8 on, spread over the classes."),
-    float_layers: int = typer.Option(10, "--float_layers", "--float-layers", min=0, help="int8 only: keep this many layers of largest int8 error (measured by TensorFlow's quantization debugger) in float, so the model agrees with the Keras one; input stays uint8. 0: every layer int8."),
+    float_layers: int = typer.Option(None, "--float_layers", "--float-layers", min=0, show_default=False, help="int8 only: keep this many layers of largest int8 error (measured by TensorFlow's quantization debugger) in float, so the model agrees with the Keras one; input and output stay uint8. 0: every layer int8. Default: the worst layers whose float kernels add at most 9.5% to a Raspberry Pi 5's instructions per inference (estimated from their multiply-accumulates)."),
     image_dir: Path = typer.Option(None, "--image_dir", "--image-dir", help="Where the training images are now, if they moved since training (default: the run's image_dir)."),
     model: Path = typer.Option(None, "--model", help="Convert this Keras model file instead of OUTPUT_DIR/model.keras (with --labels)."),
     labels: Path = typer.Option(None, "--labels", help="Labels file for --model, one per line in output order (default: the run's labels)."),

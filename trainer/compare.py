@@ -45,7 +45,7 @@ from trainer.backbones import (
     INPUT_MEAN, INPUT_STD, Backbone, build_backbone, check_imagenet_size, get_backbone, weights_id,
 )
 from trainer.bottlenecks import BottleneckCache, default_bottleneck_dir, file_keys, image_bottlenecks, make_forward
-from trainer.convert import DEFAULT_CALIBRATION_IMAGES, DEFAULT_FLOAT_LAYERS, calibration_paths, convert_model
+from trainer.convert import DEFAULT_CALIBRATION_IMAGES, FLOAT_COST_SHARE, calibration_paths, convert_model
 from trainer.crossval import (
     DEFAULT_FOLDS, DEFAULT_REPEATS, mean_and_clustered_standard_error, out_of_fold_calibration, out_of_fold_logits,
     paired_difference, repeat_folds,
@@ -66,9 +66,9 @@ COST_CACHE_FOLDER = "compare-costs"
 # 2: each kind of device cost under its own key (format 1 had one unnamed x86 latency).
 COST_FORMAT = 2
 # Every backbone is priced alike, with no layer left in float: `convert`'s default keeps a few in
-# float (--float_layers), which costs more (docs/pi-cost.md), equally for every backbone.
-FULL_INT8_NOTE = ("Priced as full int8 (--float_layers 0); convert's default keeps "
-                  f"{DEFAULT_FLOAT_LAYERS} layers in float, which costs more.")
+# float (--float_layers), which costs a Pi 5 a little more (docs/pi-cost.md), alike for every backbone.
+FULL_INT8_NOTE = ("Priced as full int8 (--float_layers 0); convert's default leaves a few layers in float, "
+                  f"which costs a Pi 5 up to {FLOAT_COST_SHARE:.1%} more.")
 COST_KEYS = ("bottleneck_ms", "float32_bytes", "int8_bytes")  # besides device_costs, in a cost cache file
 DEVICE_COST_KEYS = {"cost", "cortex_a72_cost"}  # BackboneFigures fields device_costs() fills
 # Images the backbone's forward pass is timed on, TIMING_REPEATS times after one untimed batch

@@ -42,11 +42,22 @@ log = logging.getLogger(__name__)
 MODES = ("float32", "dynamic", "float16", "int8")
 TFLITE_FILE = "model.tflite"
 DEFAULT_CALIBRATION_IMAGES = 200
-# int8: layers of largest quantisation error left in float by default: the fewest whose k-fold
-# median agreement with Keras reaches 99% (scripts/bench_trust.py), since each one costs a Pi 5
-# dot-product kernel (docs/pi-cost.md: 15 layers cost 1.39x full int8's instructions, 10 cost 1.18x
-# and agree as well).
-DEFAULT_FLOAT_LAYERS = 10
+# int8 by default leaves in float the layers of largest quantisation error whose float kernels add
+# at most this share to a Pi 5's instructions per inference (estimated as below). Chosen on the
+# flowers (docs/pi-cost.md): mobilenet_v2_0.5_224 then counts 1.096x full int8's instructions and
+# agrees with Keras on 99.2% of unseen photos (k-fold median); the 10 worst layers by error alone,
+# the earlier default, cost 1.18x for 99.1%, because the worst layers include the stem convolution,
+# the most expensive one to run in float.
+FLOAT_COST_SHARE = 0.095
+# A Pi 5's (Cortex-A76) extra instructions for one layer run in float instead of int8: per
+# multiply-accumulate, and per element going in and out (the dequantise and quantise around it).
+# Least squares on scripts/pi_cost.sh counts of mobilenet_v2_0.5_224 with each of 10 layers alone in
+# float (docs/pi-cost.md); every one within 0.1 M of its count.
+FLOAT_INSTRUCTIONS_PER_MAC = {"DEPTHWISE_CONV_2D": 0.24, "CONV_2D": 0.27, "FULLY_CONNECTED": 0.27}
+FLOAT_INSTRUCTIONS_PER_ELEMENT = 0.78
+# A full-int8 model's instructions per multiply-accumulate on a Pi 5 (mobilenet_v2_0.5_224: 22.6 M
+# instructions for 95.9 M multiply-accumulates), with XNNPACK's dot-product kernels.
+INT8_INSTRUCTIONS_PER_MAC = 0.235
 # An accuracy this far (fraction) below the Keras model's on the test split earns a warning.
 ACCURACY_DROP_WARNING = 0.01
 # Top-1 agreement with the Keras model on the validation split below this earns a warning.
@@ -73,7 +84,9 @@ class ConvertOptions:
     output_tflite: Path | None = None  # default: output_dir/model.tflite; labels.txt goes beside it
     image_dir: Path | None = None  # where the run's images are now (default: run.json's image_dir)
     calibration_images: int = DEFAULT_CALIBRATION_IMAGES  # int8 only; from the training split
-    float_layers: int = DEFAULT_FLOAT_LAYERS  # int8 only; layers of largest int8 error kept in float
+    # int8 only: this many layers of largest int8 error kept in float; None: those that fit
+    # FLOAT_COST_SHARE of a Pi 5's instructions (see float_layer_choice)
+    float_layers: int | None = None
     num_threads: int | None = None  # interpreter threads for the proof's latency (default: all cores)
     pi_cost: bool = False  # also count aarch64 instructions per invoke on a Pi 4 and 5 (trainer.pi_cost)
     verbose: bool = False  # show the converter's own log
@@ -150,7 +163,7 @@ def convert(options: ConvertOptions) -> ConversionReport:
         raise UserError(f"unknown quantization {options.quantization!r}; choose one of {', '.join(MODES)}")
     if options.quantization == "int8" and options.calibration_images < 1:
         raise UserError("--calibration_images must be at least 1")
-    if options.float_layers < 0:
+    if options.float_layers is not None and options.float_layers < 0:
         raise UserError("--float_layers must be 0 (every layer int8) or more")
     if options.pi_cost and pi_cost.find_counter() is None:
         raise UserError(f"--pi_cost needs the Pi instruction counter, which is not built: {pi_cost.HOW_TO_BUILD}")
@@ -181,7 +194,9 @@ def convert(options: ConvertOptions) -> ConversionReport:
 
     started = time.perf_counter()
     float_layers = options.float_layers if options.quantization == "int8" else 0
-    tflite_bytes = convert_model(model, options.quantization, calibration, options.verbose, float_layers)
+    tflite_bytes, float_names = converted_model(model, options.quantization, calibration, options.verbose, float_layers)
+    if float_names:
+        log.info(f"left in float: {', '.join(name.split(';')[0] for name in float_names)}")
     conversion_seconds = time.perf_counter() - started
     tflite_bytes = add_metadata(tflite_bytes, source.labels, source.input_mean, source.input_std, {
         "architecture": source.architecture, "input_size": list(input_size), "quantization": options.quantization})
@@ -197,7 +212,7 @@ def convert(options: ConvertOptions) -> ConversionReport:
             output_dtype=np.dtype(runtime.interpreter.get_output_details()[0]["dtype"]).name,
             calibration_count=0 if calibration is None else len(calibration),
             conversion_seconds=round(conversion_seconds, 2), test_count=len(test_examples),
-            num_threads=options.num_threads or os.cpu_count() or 1, float_layers=float_layers,
+            num_threads=options.num_threads or os.cpu_count() or 1, float_layers=len(float_names),
             validation_count=len(validation_examples),
             validation_agreement=prove(model, runtime, normalise(validation_pixels, source), validation_pixels,
                                        validation_examples, source.labels).get("top1_agreement"),
@@ -217,7 +232,8 @@ def convert(options: ConvertOptions) -> ConversionReport:
                     f"{report.keras_accuracy - report.tflite_accuracy:.1%} below the Keras model's "
                     f"{report.keras_accuracy:.1%}: {advice}")
     if report.validation_agreement is not None and report.validation_agreement < AGREEMENT_WARNING:
-        advice = ("try --quantization float16 (larger file) or more --calibration_images"
+        advice = ("try more --float_layers (10 or 15: slower on a Pi 5), --quantization float16 (larger file) "
+                  "or more --calibration_images"
                   if options.quantization == "int8" else "try --quantization float16 or float32")
         log.warning(f"the {options.quantization} model agrees with the Keras model on only "
                     f"{report.validation_agreement:.1%} of the validation images (below {AGREEMENT_WARNING:.0%}): "
@@ -399,17 +415,23 @@ def tflite_converter(model, mode: str, calibration: np.ndarray | None = None, ve
 
 
 def convert_model(model, mode: str, calibration: np.ndarray | None = None, verbose: bool = False,
-                  float_layers: int = 0) -> bytes:
+                  float_layers: int | None = 0) -> bytes:
     """A Keras model -> .tflite bytes in `mode` (see MODES).
 
     calibration: float32 (N, H, W, 3) normalised training images, for int8 (uint8 in and out).
-    float_layers: int8 only; up to this many layers of largest quantisation error stay in float
-    (see `selectively_quantized`); 0 quantises every layer.
+    float_layers: int8 only; up to this many layers of largest quantisation error stay in float,
+    None: convert's default choice (see `float_layer_choice`); 0 quantises every layer.
     """
+    return converted_model(model, mode, calibration, verbose, float_layers)[0]
+
+
+def converted_model(model, mode: str, calibration: np.ndarray | None = None, verbose: bool = False,
+                    float_layers: int | None = 0) -> tuple[bytes, list[str]]:
+    """`convert_model`, and the names of the layers it left in float."""
     with tflite_converter(model, mode, calibration, verbose) as converter:
-        if mode == "int8" and float_layers:
+        if mode == "int8" and float_layers != 0:
             return selectively_quantized(converter, calibration, [float_layers])[0]
-        return converter.convert()
+        return converter.convert(), []
 
 
 def layer_errors(debugger) -> list[tuple[str, float]]:
@@ -429,36 +451,91 @@ def layer_errors(debugger) -> list[tuple[str, float]]:
     return sorted(errors, key=lambda error: -error[1])
 
 
-def layer_weight_counts(tflite_bytes: bytes) -> dict[str, int]:
-    """Output tensor name -> how many constant weights the operator computing it holds."""
+@dataclass
+class Layer:
+    """One operator of a .tflite model, as far as leaving it in float is concerned."""
+
+    kind: str  # the TFLite builtin operator, e.g. "CONV_2D"
+    weights: int  # constant weights it holds
+    macs: int  # multiply-accumulates per inference (0 for operators without weights)
+    elements: int  # elements of its non-constant inputs and its output
+
+    def float_instructions(self) -> float:
+        """Estimated extra Pi 5 instructions per inference when it runs in float (inf: a kind not measured)."""
+        per_mac = FLOAT_INSTRUCTIONS_PER_MAC.get(self.kind)
+        return math.inf if per_mac is None else per_mac * self.macs + FLOAT_INSTRUCTIONS_PER_ELEMENT * self.elements
+
+
+def model_layers(tflite_bytes: bytes) -> dict[str, Layer]:
+    """Output tensor name -> Layer, for each operator of a (float or calibrated) .tflite model."""
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.Model.GetRootAsModel(tflite_bytes, 0)
     graph = model.Subgraphs(0)
+    operator_names = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
 
     def is_constant(tensor) -> bool:
         return model.Buffers(tensor.Buffer()).DataLength() > 0
 
-    counts = {}
+    layers = {}
     for index in range(graph.OperatorsLength()):
         operator = graph.Operators(index)
+        code = model.OperatorCodes(operator.OpcodeIndex())
+        # Older files set only DeprecatedBuiltinCode (codes below 127), newer ones BuiltinCode too: take the larger.
+        kind = operator_names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "")
         inputs = [graph.Tensors(i) for i in operator.InputsAsNumpy() if i >= 0]
-        output = graph.Tensors(operator.Outputs(0)).Name().decode()
-        counts[output] = sum(int(np.prod(tensor.ShapeAsNumpy())) for tensor in inputs if is_constant(tensor))
-    return counts
+        output = graph.Tensors(operator.Outputs(0))
+        output_size = int(np.prod(output.ShapeAsNumpy()))
+        constants = [tensor.ShapeAsNumpy() for tensor in inputs if is_constant(tensor)]
+        macs = 0
+        if kind == "CONV_2D":  # filter (out, h, w, in): every output element sums h * w * in products
+            macs = output_size * int(np.prod(constants[0][1:]))
+        elif kind == "DEPTHWISE_CONV_2D":  # filter (1, h, w, channels)
+            macs = output_size * int(constants[0][1] * constants[0][2])
+        elif kind == "FULLY_CONNECTED":  # weights (out, in), batch 1
+            macs = int(np.prod(constants[0]))
+        layers[output.Name().decode()] = Layer(
+            kind=kind, weights=sum(int(np.prod(shape)) for shape in constants), macs=macs,
+            elements=output_size + sum(int(np.prod(t.ShapeAsNumpy())) for t in inputs if not is_constant(t)))
+    return layers
 
 
-def selectively_quantized(converter, calibration: np.ndarray, float_layer_counts: list[int]) -> list[bytes]:
-    """int8 with uint8 input and output, except up to n layers of largest error in float, for each
-    n of float_layer_counts (one measurement serves them all).
+def float_layer_choice(errors: list[tuple[str, float]], layers: dict[str, Layer], count: int | None) -> list[str]:
+    """The layers to leave in float: the worst by error first, skipping any that would break a budget.
+
+    errors: `layer_errors`, the worst first; layers: `model_layers` of the calibrated model.
+    Together they hold at most FLOAT_WEIGHTS_SHARE of the weights, so the file stays close to the
+    full int8 size. count: take the first `count` of those; None (convert's default): also keep
+    their estimated extra Pi 5 instructions within FLOAT_COST_SHARE of the full int8 model's, so
+    an expensive bad layer (a convolution on a large feature map) gives way to cheaper ones.
+    """
+    weight_budget = FLOAT_WEIGHTS_SHARE * sum(layer.weights for layer in layers.values())
+    instruction_budget = FLOAT_COST_SHARE * INT8_INSTRUCTIONS_PER_MAC * sum(layer.macs for layer in layers.values())
+    chosen = []
+    for name, _ in errors:
+        layer = layers.get(name)
+        if layer is None or layer.weights > weight_budget or (count is not None and len(chosen) == count):
+            continue
+        if count is None:
+            if layer.float_instructions() > instruction_budget:
+                continue
+            instruction_budget -= layer.float_instructions()
+        chosen.append(name)
+        weight_budget -= layer.weights
+    return chosen
+
+
+def selectively_quantized(converter, calibration: np.ndarray,
+                          float_layer_counts: list[int | None]) -> list[tuple[bytes, list[str]]]:
+    """int8 with uint8 input and output, except some layers of largest error in float, for each
+    entry of float_layer_counts (see `float_layer_choice`; one measurement serves them all):
+    (.tflite bytes, names of the layers left in float).
 
     converter: from `tflite_converter(model, "int8", calibration)`. TensorFlow's quantisation
     debugger measures each layer's error on DEBUG_IMAGES calibration images; the worst layers (in
     MobileNets the early depthwise convolutions, whose ReLU6 outputs are few and large) are then
-    left in float, worst first, while their weights stay within FLOAT_WEIGHTS_SHARE of the
-    model's, so the file stays close to the full int8 size. The debugger's own selective model
-    takes float input, so its calibrated model is quantised here with the input and output types
-    the device expects.
+    left in float. The debugger's own selective model takes float input, so its calibrated model
+    is quantised here with the input and output types the device expects.
     """
     import tensorflow as tf
     from tensorflow.lite.python.convert import mlir_quantize
@@ -467,15 +544,10 @@ def selectively_quantized(converter, calibration: np.ndarray, float_layer_counts
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=converter, debug_dataset=lambda: ([image[np.newaxis]] for image in calibration[:DEBUG_IMAGES]))
     debugger.run()
-    weights = layer_weight_counts(debugger.calibrated_model)
-    budget = FLOAT_WEIGHTS_SHARE * sum(weights.values())
-    worst_within_budget = []
-    for name, _ in layer_errors(debugger):
-        if name in weights and weights[name] <= budget:
-            worst_within_budget.append(name)
-            budget -= weights[name]
-    return [mlir_quantize(debugger.calibrated_model, input_data_type=tf.uint8, output_data_type=tf.uint8,
-                          denylisted_nodes=worst_within_budget[:count]) for count in float_layer_counts]
+    errors, layers = layer_errors(debugger), model_layers(debugger.calibrated_model)
+    chosen = [float_layer_choice(errors, layers, count) for count in float_layer_counts]
+    return [(mlir_quantize(debugger.calibrated_model, input_data_type=tf.uint8, output_data_type=tf.uint8,
+                           denylisted_nodes=names), names) for names in chosen]
 
 
 def prove(model, runtime, inputs: np.ndarray, pixels: np.ndarray, examples: list[tuple[str, int]],

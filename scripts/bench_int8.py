@@ -1,0 +1,202 @@
+"""Benchmark how int8 layers are chosen for float: agreement with Keras by k-fold, cost on a Pi 5.
+
+    python scripts/bench_int8.py [--image_dir ../shared/data/flowers] [--folds 5] [--steps 4000] [--seeds 0]
+        [--architecture mobilenet_v2_0.5_224] [--weights ../shared/data/weights/...0.5_224_no_top.h5]
+        [--float_layers 3,10] [--bottleneck_dir DIR] [--count] [--layer_costs]
+
+The folds, the heads (`retrain-edge train`'s defaults; one per fold, with the first of --seeds)
+and the calibration images are scripts/bench_trust.py's. For each fold, TensorFlow's
+quantization debugger runs once on the classifier; each variant then leaves other layers of its
+calibrated model in float, and the held-out fold runs through LiteRT. Variants:
+- full int8, and convert's default (trainer.convert.float_layer_choice: the worst layers by
+  error within the Pi 5 instruction budget);
+- the N worst layers by error alone (--float_layers);
+- cheapest first: the layers of largest error per estimated instruction, within the same budget;
+- the same default, calibrated on every training image instead of DEFAULT_CALIBRATION_IMAGES.
+Agreement is top-1 against Keras on the held-out fold: medians over folds (min..max). The cost
+column is the estimate of trainer.convert (Layer.float_instructions) on fold 0's model; --count
+also counts fold 0's models on the Cortex-A76 (trainer.pi_cost; `make pi-cost` builds the
+counter). --layer_costs counts fold 0's model with each convolution of a few sizes alone in float
+against its estimate: the figures behind FLOAT_INSTRUCTIONS_PER_MAC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+import numpy as np  # noqa: E402
+
+from bench_trust import fold_sets, head_arguments, photos, trained_head  # noqa: E402
+from edge.image import load_rgb  # noqa: E402
+from trainer import pi_cost  # noqa: E402
+from trainer.backbones import INPUT_MEAN, INPUT_STD, build_backbone, get_backbone, weights_id  # noqa: E402
+from trainer.bottlenecks import BottleneckCache, file_keys, image_bottlenecks, make_forward  # noqa: E402
+from trainer.convert import (  # noqa: E402
+    DEBUG_IMAGES, DEFAULT_CALIBRATION_IMAGES, FLOAT_COST_SHARE, INT8_INSTRUCTIONS_PER_MAC, calibration_paths,
+    float_layer_choice, layer_errors, model_layers, quiet, tflite_converter,
+)
+from trainer.train import TrainOptions, build_classifier  # noqa: E402
+
+# --layer_costs: one layer of each kind and size, alone in float (names as Keras gives them).
+COSTED_LAYERS = ("Conv1_relu", "expanded_conv_depthwise_relu", "block_2_depthwise_relu", "block_3_expand_relu",
+                 "block_4_depthwise_relu", "block_6_project_BN", "block_7_depthwise_relu", "block_14_depthwise_relu",
+                 "block_16_project_BN", "out_relu")
+ALL_IMAGES = 10 ** 6  # calibration_paths takes every training image when asked for more
+
+
+def cheapest_first(errors, layers) -> list[str]:
+    """Largest error per estimated instruction first, within the default's instruction budget."""
+    per_instruction = sorted(((error / layers[name].float_instructions(), name) for name, error in errors
+                              if name in layers and np.isfinite(layers[name].float_instructions())), reverse=True)
+    return float_layer_choice([(name, ratio) for ratio, name in per_instruction], layers, None)
+
+
+def calibrated(model, calibration: np.ndarray):
+    """(debugger's calibrated model, layer_errors, model_layers), as selectively_quantized measures them."""
+    import tensorflow as tf
+
+    with tflite_converter(model, "int8", calibration) as converter:
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=lambda: ([image[np.newaxis]] for image in calibration[:DEBUG_IMAGES]))
+        with quiet(False):
+            debugger.run()
+        return debugger.calibrated_model, layer_errors(debugger), model_layers(debugger.calibrated_model)
+
+
+def quantized(calibrated_model: bytes, float_names: list[str]) -> bytes:
+    import tensorflow as tf
+    from tensorflow.lite.python.convert import mlir_quantize
+
+    with quiet(False):
+        return mlir_quantize(calibrated_model, input_data_type=tf.uint8, output_data_type=tf.uint8,
+                             denylisted_nodes=float_names)
+
+
+def top1(tflite_bytes: bytes, pixels: np.ndarray) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=tflite_bytes, num_threads=1)
+    interpreter.allocate_tensors()
+    input_index, output_index = (interpreter.get_input_details()[0]["index"],
+                                 interpreter.get_output_details()[0]["index"])
+    classes = []
+    for image in pixels:
+        interpreter.set_tensor(input_index, image[np.newaxis])
+        interpreter.invoke()
+        classes.append(int(interpreter.get_tensor(output_index)[0].argmax()))
+    return np.array(classes)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    head_arguments(parser)
+    parser.add_argument("--float_layers", default="3,10", help="also the N worst layers by error alone, for each N")
+    parser.add_argument("--count", action="store_true", help="count fold 0's variants on the Cortex-A76")
+    parser.add_argument("--layer_costs", action="store_true", help="count fold 0's model with single layers in float")
+    arguments = parser.parse_args()
+    if not arguments.image_dir.is_dir():
+        sys.exit(f"{arguments.image_dir} not found: pass --image_dir and --weights")
+    if (arguments.count or arguments.layer_costs) and pi_cost.find_counter() is None:
+        sys.exit(f"--count and --layer_costs need the Pi counter: {pi_cost.HOW_TO_BUILD}")
+    started = time.perf_counter()
+    images, paths, labels = photos(arguments.image_dir)
+    backbone = get_backbone(arguments.architecture)
+    backbone_model = build_backbone(backbone, arguments.weights, 0)
+    agreements: dict[str, list[float]] = {}
+    fold0: dict[str, tuple[bytes, float, int]] = {}  # variant -> (model, estimated cost / full int8, layers in float)
+    with tempfile.TemporaryDirectory() as work:
+        cache = BottleneckCache.for_backbone(arguments.bottleneck_dir or Path(work) / "cache", backbone,
+                                             weights_id(arguments.weights, 0))
+        bottlenecks = image_bottlenecks(paths, file_keys(paths), backbone.input_size, make_forward(backbone_model), cache)
+        pixels = np.stack([load_rgb(path, backbone.input_size) for path in paths])
+        name_to_index = {path.name: index for index, path in enumerate(paths)}
+        for fold in range(arguments.folds):
+            print(f"fold {fold + 1}/{arguments.folds} ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+            train_mask, validation_mask, held_out = fold_sets([path.name for path in paths], fold, arguments.folds)
+            options = TrainOptions(image_dir=Path("."), how_many_training_steps=arguments.steps,
+                                   seed=int(arguments.seeds.split(",")[0]))
+            head, _ = trained_head(options, bottlenecks[train_mask], labels[train_mask],
+                                   bottlenecks[validation_mask], labels[validation_mask], len(images.labels))
+            keras_top1 = head.probabilities(bottlenecks[held_out]).argmax(1)
+            model = build_classifier(backbone_model, head)
+            training_files = {label: [path.name for path, keep, y in zip(paths, train_mask, labels) if keep and y == index]
+                              for index, label in enumerate(images.labels)}
+            variants = {}
+            for count, suffix in ((DEFAULT_CALIBRATION_IMAGES, ""), (ALL_IMAGES, ", every training image calibrates")):
+                indices = [name_to_index[name] for name in calibration_paths(training_files, count)]
+                model_bytes, errors, layers = calibrated(model, (pixels[indices].astype(np.float32) - INPUT_MEAN) / INPUT_STD)
+                full_cost = INT8_INSTRUCTIONS_PER_MAC * sum(layer.macs for layer in layers.values())
+                choices = {"full int8": [], "default: worst by error within the Pi 5 budget":
+                           float_layer_choice(errors, layers, None)}
+                if not suffix:
+                    choices.update((f"{count} worst by error", float_layer_choice(errors, layers, int(count)))
+                                   for count in arguments.float_layers.split(","))
+                    choices["cheapest first: error per instruction, same budget"] = cheapest_first(errors, layers)
+                for name, float_names in choices.items():
+                    estimate = 1 + sum(layers[layer].float_instructions() for layer in float_names) / full_cost
+                    variants[f"{name}{suffix}"] = (quantized(model_bytes, float_names), estimate, len(float_names))
+                if fold == 0 and not suffix and arguments.layer_costs:
+                    singles = {layer: [name for name in layers if f"/{layer}" in name.split(";")[0]]
+                               for layer in COSTED_LAYERS}
+                    layer_costs(model_bytes, {layer: names[0] for layer, names in singles.items() if names}, layers)
+            for name, (tflite_bytes, estimate, float_count) in variants.items():
+                agreement = float(np.mean(top1(tflite_bytes, pixels[held_out]) == keras_top1))
+                agreements.setdefault(name, []).append(agreement)
+                if fold == 0:
+                    fold0[name] = (tflite_bytes, estimate, float_count)
+
+        counted = {}
+        if arguments.count:
+            files = {}
+            for index, (name, (tflite_bytes, _, _)) in enumerate(fold0.items()):
+                files[name] = Path(work) / f"variant{index}.tflite"
+                files[name].write_bytes(tflite_bytes)
+            costs = pi_cost.count(list(files.values()), cpus=("cortex-a76",), repeats=1)
+            by_path = {cost.model: cost.invoke for cost in costs}
+            counted = {name: by_path[path.resolve()] for name, path in files.items()}
+
+    print(f"\nint8 variants: {arguments.architecture} on {arguments.image_dir} ({len(paths)} images), {arguments.folds}-fold "
+          f"by the classic hash, seed {options.seed} heads; top-1 agreement with Keras on the held-out fold, median (min..max); "
+          f"Pi 5 budget {FLOAT_COST_SHARE:.1%}; cost of fold 0's model; {time.perf_counter() - started:.0f} s")
+    width = max(map(len, agreements)) + 2
+    full = counted.get("full int8")
+    print(f"{'variant':<{width}}{'float':>6}  {'agreement':<22}{'A76 estimate':>13}{'A76 counted':>20}")
+    for name, values in agreements.items():
+        _, estimate, float_count = fold0[name]
+        count_text = f"{counted[name] / 1e6:.1f} M ({counted[name] / full:.3f}x)" if counted else "n/a (--count)"
+        print(f"{name:<{width}}{float_count:>6}  {statistics.median(values):.1%} ({min(values):.1%}..{max(values):.1%})"
+              f"{estimate:>11.3f}x{count_text:>20}")
+
+
+def layer_costs(calibrated_model: bytes, singles: dict[str, str], layers) -> None:
+    """Count the model with each of `singles` (short name -> tensor name) alone in float; print count vs estimate."""
+    with tempfile.TemporaryDirectory() as work:
+        files = {"": Path(work) / "full.tflite"}
+        files[""].write_bytes(quantized(calibrated_model, []))
+        for index, (short, name) in enumerate(singles.items()):
+            files[short] = Path(work) / f"single{index}.tflite"
+            files[short].write_bytes(quantized(calibrated_model, [name]))
+        costs = {cost.model: cost.invoke for cost in pi_cost.count(list(files.values()), cpus=("cortex-a76",), repeats=1)}
+    full = costs[files[""].resolve()]
+    print(f"\nfold 0, Cortex-A76: full int8 {full / 1e6:.2f} M instructions per invoke; one layer in float:")
+    print(f"{'layer':<32}{'kind':<20}{'MACs':>12}{'counted extra':>15}{'estimate':>10}")
+    for short, name in singles.items():
+        layer = layers[name]
+        print(f"{short:<32}{layer.kind:<20}{layer.macs:>12}{(costs[files[short].resolve()] - full) / 1e6:>13.2f} M"
+              f"{layer.float_instructions() / 1e6:>8.2f} M", flush=True)
+
+
+if __name__ == "__main__":
+    main()
