@@ -180,6 +180,12 @@ def test_expected_calibration_error_by_hand():
     assert expected_calibration_error(np.eye(3), np.arange(3)) == 0.0
 
 
+def test_no_images_have_no_calibration_error():
+    # As before the per-row rewrite: 0, not a NaN from dividing by no images.
+    assert expected_calibration_error(np.zeros((0, 3)), np.zeros(0, np.int64)) == 0.0
+    assert calibration_error_floor(np.zeros((0, 3)), draws=5).tolist() == [0.0] * 5
+
+
 def test_calibration_error_floor_of_one_bin_is_the_binomial_mean_deviation():
     # 20 images scored [0.75, 0.25] all fall in the 0.7-0.8 bin; labels drawn from those scores make
     # K of them right, K ~ Binomial(20, 0.75), so each draw's ECE is |K / 20 - 0.75| exactly.

@@ -89,8 +89,8 @@ def binned_calibration_error(top_scores: np.ndarray, correct: np.ndarray, bins: 
     for index in range(bins):
         members = bin_index == index
         # Per row: |sum of (correct - top score) over the bin| / n, which is the bin's share of
-        # images times |accuracy - mean top score|.
-        error += np.abs(np.where(members, correct - top_scores, 0.0).sum(axis=1)) / correct.shape[1]
+        # images times |accuracy - mean top score| (0 for no images).
+        error += np.abs(np.where(members, correct - top_scores, 0.0).sum(axis=1)) / max(correct.shape[1], 1)
     return error
 
 
