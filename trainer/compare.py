@@ -67,8 +67,9 @@ COST_CACHE_FOLDER = "compare-costs"
 COST_FORMAT = 2
 # Every backbone is priced alike, with no layer left in float: `convert`'s default keeps a few in
 # float (--float_layers), which costs a Pi 5 a little more (docs/pi-cost.md), alike for every backbone.
+# An estimate's budget, not a bound: the flowers' default counted 1.096x full int8 (docs/pi-cost.md).
 FULL_INT8_NOTE = ("Priced as full int8 (--float_layers 0); convert's default leaves a few layers in float, "
-                  f"which costs a Pi 5 up to {FLOAT_COST_SHARE:.1%} more.")
+                  f"estimated to cost a Pi 5 about {FLOAT_COST_SHARE:.1%} more.")
 COST_KEYS = ("bottleneck_ms", "float32_bytes", "int8_bytes")  # besides device_costs, in a cost cache file
 DEVICE_COST_KEYS = {"cost", "cortex_a72_cost"}  # BackboneFigures fields device_costs() fills
 # Images the backbone's forward pass is timed on, TIMING_REPEATS times after one untimed batch
