@@ -13,8 +13,8 @@ that of a backbone's per-photo difference to the best (trainer.crossval.paired_d
 either accuracy's own spread, which mostly says how hard the photos are. (The spread over five
 folds, which compare used before, has four degrees of freedom and came out smaller than the paired
 error on the flowers.) With --repeats the folds are cut again by salted hashes, bursts kept
-together, and each photo's correctness averaged over the cuts; on the flowers that did not make
-the ranking agree with held-out photos more often (trainer.crossval.DEFAULT_REPEATS).
+together, and each photo's correctness averaged over the cuts; on the flowers that made the
+ranking agree with held-out photos in one split more or none (trainer.crossval.DEFAULT_REPEATS).
 
 The cost is the int8 model's Cortex-A76 (Pi 5) instruction count per invoke when the Pi-cost
 counter (trainer/pi_cost.py) is built, with the Cortex-A72 (Pi 4) count beside it, and its x86
