@@ -97,11 +97,17 @@ def shrink_bgr(frame: np.ndarray, factor: int) -> Image.Image:
     RGB image, in the copy it makes anyway: swapping the channels of the whole frame first costs a
     Pi more than the network itself when NumPy does it (picamera2 without OpenCV).
     """
+    global OPENCV_INSTALLED
     height, width = frame.shape[:2]
     if OPENCV_INSTALLED and factor == 2 and height % 2 == 0 and width % 2 == 0:
-        import cv2  # the camera path has imported it already, to read the frame
-
-        frame, factor = cv2.resize(frame, (width // 2, height // 2), interpolation=cv2.INTER_AREA), 1
+        try:
+            import cv2  # an OpenCV camera has imported it already, to read the frame
+        except ImportError:
+            # Installed but unloadable (opencv-python without libGL, as on Raspberry Pi OS Lite):
+            # picamera2 frames need no OpenCV, so Pillow halves them, and no later frame tries again.
+            OPENCV_INSTALLED = False
+        else:
+            frame, factor = cv2.resize(frame, (width // 2, height // 2), interpolation=cv2.INTER_AREA), 1
     image = Image.frombuffer("RGB", frame.shape[1::-1], np.ascontiguousarray(frame), "raw", "BGR", 0, 1)
     return image.reduce(factor) if factor > 1 else image
 

@@ -43,8 +43,8 @@ from trainer import pi_cost  # noqa: E402
 from trainer.backbones import INPUT_MEAN, INPUT_STD, build_backbone, get_backbone, weights_id  # noqa: E402
 from trainer.bottlenecks import BottleneckCache, file_keys, image_bottlenecks, make_forward  # noqa: E402
 from trainer.convert import (  # noqa: E402
-    DEBUG_IMAGES, DEFAULT_CALIBRATION_IMAGES, FLOAT_COST_SHARE, INT8_INSTRUCTIONS_PER_MAC, calibration_paths,
-    float_layer_choice, layer_errors, model_layers, quiet, tflite_converter,
+    DEFAULT_CALIBRATION_IMAGES, FLOAT_COST_SHARE, INT8_INSTRUCTIONS_PER_MAC, calibrated_layers, calibration_paths,
+    float_layer_choice, quantized_except, quiet, tflite_converter,
 )
 from trainer.train import TrainOptions, build_classifier  # noqa: E402
 
@@ -63,25 +63,14 @@ def cheapest_first(errors, layers) -> list[str]:
 
 
 def calibrated(model, calibration: np.ndarray):
-    """(debugger's calibrated model, layer_errors, model_layers), as selectively_quantized measures them."""
-    import tensorflow as tf
-
+    """(calibrated model, layer_errors, model_layers), as selectively_quantized measures them."""
     with tflite_converter(model, "int8", calibration) as converter:
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-        debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=converter, debug_dataset=lambda: ([image[np.newaxis]] for image in calibration[:DEBUG_IMAGES]))
-        with quiet(False):
-            debugger.run()
-        return debugger.calibrated_model, layer_errors(debugger), model_layers(debugger.calibrated_model)
+        return calibrated_layers(converter, calibration)
 
 
 def quantized(calibrated_model: bytes, float_names: list[str]) -> bytes:
-    import tensorflow as tf
-    from tensorflow.lite.python.convert import mlir_quantize
-
-    with quiet(False):
-        return mlir_quantize(calibrated_model, input_data_type=tf.uint8, output_data_type=tf.uint8,
-                             denylisted_nodes=float_names)
+    with quiet(False):  # outside tflite_converter's block, which silences the quantiser's log
+        return quantized_except(calibrated_model, float_names)
 
 
 def top1(tflite_bytes: bytes, pixels: np.ndarray) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import tracemalloc
 from dataclasses import replace
 from pathlib import Path
 
@@ -180,6 +181,12 @@ def test_expected_calibration_error_by_hand():
     assert expected_calibration_error(np.eye(3), np.arange(3)) == 0.0
 
 
+def test_no_images_have_no_calibration_error():
+    # As before the per-row rewrite: 0, not a NaN from dividing by no images.
+    assert expected_calibration_error(np.zeros((0, 3)), np.zeros(0, np.int64)) == 0.0
+    assert calibration_error_floor(np.zeros((0, 3)), draws=5).tolist() == [0.0] * 5
+
+
 def test_calibration_error_floor_of_one_bin_is_the_binomial_mean_deviation():
     # 20 images scored [0.75, 0.25] all fall in the 0.7-0.8 bin; labels drawn from those scores make
     # K of them right, K ~ Binomial(20, 0.75), so each draw's ECE is |K / 20 - 0.75| exactly.
@@ -194,6 +201,24 @@ def test_calibration_error_floor_of_one_bin_is_the_binomial_mean_deviation():
     assert not calibration_error_floor(np.eye(3)[[0, 1, 2, 0]], draws=50).any()
     perfect = perfect_calibration_ece(scores)
     assert perfect["median"] <= perfect["percentile_95"] and perfect["median"] == pytest.approx(expected, abs=0.05)
+
+
+def test_the_calibration_error_floor_of_many_photos_holds_few_draws_in_memory():
+    # train and evaluate compute it for every run: on a large dataset all 1,000 label draws of
+    # every photo at once would take gigabytes (here 10,000 photos: over 200 MB).
+    scores = softmax(np.random.default_rng(4).normal(0, 2, (10_000, 3)))
+    tracemalloc.start()
+    try:
+        floor = calibration_error_floor(scores, draws=1000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 40e6
+    # The same draws as all at once: one stream of uniforms, row by row.
+    top_scores = scores[:100].max(axis=1)
+    all_at_once = binned_calibration_error(top_scores, np.random.default_rng(0).random((1000, 100)) < top_scores)
+    np.testing.assert_array_equal(calibration_error_floor(scores[:100], draws=1000), all_at_once)
+    assert floor.shape == (1000,) and 0 < np.median(floor) < 0.05
 
 
 def test_binned_calibration_error_per_row_is_the_expected_calibration_error():

@@ -172,6 +172,18 @@ def test_bgr_frames_are_shrunk_as_the_trainer_decodes_them_then_resized(monkeypa
         np.testing.assert_array_equal(resize_bgr(frame, size), resize_rgb(rgb.reduce(factor) if factor > 1 else rgb, size))
 
 
+def test_an_opencv_that_does_not_load_leaves_frames_to_pillow(monkeypatch):
+    # An OpenCV that is installed but does not load (opencv-python without its libGL, as on
+    # Raspberry Pi OS Lite) must not stop picamera2 frames, which need no OpenCV: Pillow halves them.
+    frame = np.random.default_rng(3).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    expected = resize_bgr(frame, (224, 224))
+    monkeypatch.setattr(edge.image, "OPENCV_INSTALLED", True)
+    monkeypatch.setitem(sys.modules, "cv2", None)  # `import cv2` now raises ImportError
+    for _ in range(2):  # the first frame finds out, the second no longer tries
+        np.testing.assert_array_equal(resize_bgr(frame, (224, 224)), expected)
+    assert not edge.image.OPENCV_INSTALLED
+
+
 def test_frames_are_closer_to_the_pixels_the_trainer_computes_for_them(tmp_path):
     # The trainer sees a camera frame only as the JPEG --save_uncertain or --collect wrote, which
     # load_rgb decodes at half scale. Shrinking the frame by that factor first (resize_bgr) lands

@@ -27,6 +27,9 @@ TEMPERATURE_SEARCH_STEPS = 60
 CALIBRATION_BINS = 10
 # Label draws of the noise floor of the expected calibration error (calibration_error_floor).
 NOISE_FLOOR_DRAWS = 1000
+# Draws x images computed at once for that floor: a few tens of MB of temporaries, where all the
+# draws of a large dataset's photos at once would take gigabytes.
+NOISE_FLOOR_CHUNK_ELEMENTS = 2 ** 20
 # The --threshold values of the precision/coverage table.
 THRESHOLDS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
@@ -89,8 +92,8 @@ def binned_calibration_error(top_scores: np.ndarray, correct: np.ndarray, bins: 
     for index in range(bins):
         members = bin_index == index
         # Per row: |sum of (correct - top score) over the bin| / n, which is the bin's share of
-        # images times |accuracy - mean top score|.
-        error += np.abs(np.where(members, correct - top_scores, 0.0).sum(axis=1)) / correct.shape[1]
+        # images times |accuracy - mean top score| (0 for no images).
+        error += np.abs(np.where(members, correct - top_scores, 0.0).sum(axis=1)) / max(correct.shape[1], 1)
     return error
 
 
@@ -104,8 +107,12 @@ def calibration_error_floor(scores: np.ndarray, draws: int = NOISE_FLOOR_DRAWS, 
     observed ECE on as many images with these scores should be read against.
     """
     top_scores = scores.max(axis=1)
-    correct = np.random.default_rng(seed).random((draws, len(top_scores))) < top_scores
-    return binned_calibration_error(top_scores, correct, bins)
+    rng = np.random.default_rng(seed)
+    rows = max(1, NOISE_FLOOR_CHUNK_ELEMENTS // max(len(top_scores), 1))
+    # Chunk by chunk from one generator: the same uniforms, row by row, as drawing them all at once.
+    return np.concatenate([np.zeros(0)] + [
+        binned_calibration_error(top_scores, rng.random((min(rows, draws - start), len(top_scores))) < top_scores, bins)
+        for start in range(0, draws, rows)])
 
 
 def perfect_calibration_ece(scores: np.ndarray) -> dict[str, float]:

@@ -13,8 +13,8 @@ that of a backbone's per-photo difference to the best (trainer.crossval.paired_d
 either accuracy's own spread, which mostly says how hard the photos are. (The spread over five
 folds, which compare used before, has four degrees of freedom and came out smaller than the paired
 error on the flowers.) With --repeats the folds are cut again by salted hashes, bursts kept
-together, and each photo's correctness averaged over the cuts; on the flowers that did not make
-the ranking agree with held-out photos more often (trainer.crossval.DEFAULT_REPEATS).
+together, and each photo's correctness averaged over the cuts; on the flowers that made the
+ranking agree with held-out photos in one split more or none (trainer.crossval.DEFAULT_REPEATS).
 
 The cost is the int8 model's Cortex-A76 (Pi 5) instruction count per invoke when the Pi-cost
 counter (trainer/pi_cost.py) is built, with the Cortex-A72 (Pi 4) count beside it, and its x86
@@ -67,8 +67,9 @@ COST_CACHE_FOLDER = "compare-costs"
 COST_FORMAT = 2
 # Every backbone is priced alike, with no layer left in float: `convert`'s default keeps a few in
 # float (--float_layers), which costs a Pi 5 a little more (docs/pi-cost.md), alike for every backbone.
+# An estimate's budget, not a bound: the flowers' default counted 1.096x full int8 (docs/pi-cost.md).
 FULL_INT8_NOTE = ("Priced as full int8 (--float_layers 0); convert's default leaves a few layers in float, "
-                  f"which costs a Pi 5 up to {FLOAT_COST_SHARE:.1%} more.")
+                  f"estimated to cost a Pi 5 about {FLOAT_COST_SHARE:.1%} more.")
 COST_KEYS = ("bottleneck_ms", "float32_bytes", "int8_bytes")  # besides device_costs, in a cost cache file
 DEVICE_COST_KEYS = {"cost", "cortex_a72_cost"}  # BackboneFigures fields device_costs() fills
 # Images the backbone's forward pass is timed on, TIMING_REPEATS times after one untimed batch

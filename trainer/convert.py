@@ -531,23 +531,38 @@ def selectively_quantized(converter, calibration: np.ndarray,
     entry of float_layer_counts (see `float_layer_choice`; one measurement serves them all):
     (.tflite bytes, names of the layers left in float).
 
-    converter: from `tflite_converter(model, "int8", calibration)`. TensorFlow's quantisation
-    debugger measures each layer's error on DEBUG_IMAGES calibration images; the worst layers (in
-    MobileNets the early depthwise convolutions, whose ReLU6 outputs are few and large) are then
-    left in float. The debugger's own selective model takes float input, so its calibrated model
-    is quantised here with the input and output types the device expects.
+    converter: from `tflite_converter(model, "int8", calibration)`; see `calibrated_layers`.
+    """
+    calibrated_model, errors, layers = calibrated_layers(converter, calibration)
+    chosen = [float_layer_choice(errors, layers, count) for count in float_layer_counts]
+    return [(quantized_except(calibrated_model, names), names) for names in chosen]
+
+
+def calibrated_layers(converter, calibration: np.ndarray) -> tuple[bytes, list[tuple[str, float]], dict[str, Layer]]:
+    """The calibrated model of TensorFlow's quantisation debugger, its `layer_errors` and `model_layers`.
+
+    converter: from `tflite_converter(model, "int8", calibration)`. The debugger measures each
+    layer's error on DEBUG_IMAGES calibration images; the worst layers (in MobileNets the early
+    depthwise convolutions, whose ReLU6 outputs are few and large) are those to leave in float.
     """
     import tensorflow as tf
-    from tensorflow.lite.python.convert import mlir_quantize
 
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=converter, debug_dataset=lambda: ([image[np.newaxis]] for image in calibration[:DEBUG_IMAGES]))
     debugger.run()
-    errors, layers = layer_errors(debugger), model_layers(debugger.calibrated_model)
-    chosen = [float_layer_choice(errors, layers, count) for count in float_layer_counts]
-    return [(mlir_quantize(debugger.calibrated_model, input_data_type=tf.uint8, output_data_type=tf.uint8,
-                           denylisted_nodes=names), names) for names in chosen]
+    return debugger.calibrated_model, layer_errors(debugger), model_layers(debugger.calibrated_model)
+
+
+def quantized_except(calibrated_model: bytes, float_names: list[str]) -> bytes:
+    """A calibrated model (`calibrated_layers`) as int8 with uint8 input and output, the layers
+    float_names in float. The debugger's own selective model takes float input, so it is quantised
+    here with the input and output types the device expects."""
+    import tensorflow as tf
+    from tensorflow.lite.python.convert import mlir_quantize
+
+    return mlir_quantize(calibrated_model, input_data_type=tf.uint8, output_data_type=tf.uint8,
+                         denylisted_nodes=float_names)
 
 
 def prove(model, runtime, inputs: np.ndarray, pixels: np.ndarray, examples: list[tuple[str, int]],
