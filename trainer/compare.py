@@ -12,7 +12,7 @@ those of a comparison: every backbone is judged on the same photos, so the noise
 that of a backbone's per-photo difference to the best (trainer.crossval.paired_difference), not
 either accuracy's own spread, which mostly says how hard the photos are. (The spread over five
 folds, which compare used before, has four degrees of freedom and came out smaller than the paired
-error on the flowers.) With --repeats the folds are cut again by salted hashes, bursts kept
+error on the flowers: 0.7-1.0 against 1.3 points, docs/choose-a-backbone.md.) With --repeats the folds are cut again by salted hashes, bursts kept
 together, and each photo's correctness averaged over the cuts; on the flowers that made the
 ranking agree with held-out photos in one split more or none (trainer.crossval.DEFAULT_REPEATS).
 

@@ -16,7 +16,8 @@ close backbones comes first moved with it. Repeated k-fold (repeat_folds) cuts t
 with salted hashes, bursts still together, and averages. And two backbones judged on the same
 photos are compared by their per-photo difference (paired_difference): the standard error of that
 difference, not of either accuracy, says whether one is better. It is smaller only as far as the two
-agree photo by photo (the flowers' two MobileNetV2s disagree on ~10%: 1.3 points against 1.4).
+agree photo by photo (the flowers' two MobileNetV2s disagree on ~10%: 1.3 points against 1.4, `retrain-edge compare`
+on the 600 flowers, docs/choose-a-backbone.md).
 """
 
 from __future__ import annotations
