@@ -62,6 +62,8 @@ def test_compare_writes_the_table_the_page_and_the_json_and_recommends_one(compa
         assert 0 < row["int8_bytes"] < row["float32_bytes"] and row["cost"] > 0 and row["bottleneck_ms"] > 0
         assert row["cortex_a72_cost"] is None
         assert 0 <= row["out_of_fold_ece"] <= 1 and row["temperature"] > 0
+        assert 0 < row["out_of_fold_ece_floor"] < 1  # 160 photos: a perfectly calibrated model shows some ECE too
+        assert f"{row['out_of_fold_ece']:.1%} ({row['out_of_fold_ece_floor']:.1%})" in result.output
     assert sum(row["difference_to_best"] == 0 for row in rows) >= 1
     assert "3-fold cross-validation, 2 fold assignments, on 160 photos" in result.output
     assert [row["architecture"] for row in rows if row["recommended"]] == [summary["recommended"]]

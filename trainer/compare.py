@@ -120,6 +120,8 @@ class BackboneFigures:
     # The most accurate backbone's accuracy minus this one's, on the same photos, and its standard error.
     difference_to_best: float = 0.0
     difference_standard_error: float = 0.0
+    # The median out-of-fold ECE a perfectly calibrated model with these scores shows on as many photos.
+    out_of_fold_ece_floor: float | None = None
     on_front: bool = False  # no other backbone is both cheaper and at least as accurate
     recommended: bool = False
 
@@ -249,7 +251,8 @@ def compare(options: CompareOptions) -> CompareResult:
             backbone.name, weights, calibration["fold_accuracies"], accuracy, standard_error,
             calibration["out_of_fold_ece"]["after"], calibration["temperature"], cached["bottleneck_ms"],
             cached["float32_bytes"], cached["int8_bytes"], **cached["device_costs"][device.kind],
-            repeat_accuracies=[float(row.mean()) for row in correct]))
+            repeat_accuracies=[float(row.mean()) for row in correct],
+            out_of_fold_ece_floor=calibration["out_of_fold_ece"]["perfectly_calibrated"]["median"]))
     set_paired_differences(figures, [correct for _, _, _, correct, _, _ in measured], file_names)
     mark_front_and_recommendation(figures)
     report_dir = Path(options.report_dir)
@@ -415,16 +418,22 @@ def format_compare(result: CompareResult) -> str:
     lines = [f"{result.folds}-fold cross-validation, {plural(result.repeats, 'fold assignment')}, on "
              f"{result.image_count} photos; cost: {device.name}",
              device.note,
-             f"{'backbone':<{name_width}}  accuracy (± s.e.)  vs best (± s.e.)  out-of-fold ECE  bottleneck ms  "
+             f"{'backbone':<{name_width}}  accuracy (± s.e.)  vs best (± s.e.)  out-of-fold ECE (floor)  bottleneck ms  "
              f"float32 MB  int8 MB      cost{'  Pi 4 (A72)' if device.counted else ''}  front"]
     for row in result.figures:
         lines.append(f"{row.architecture:<{name_width}}  {row.accuracy:>8.1%} ± {row.accuracy_standard_error:>5.1%}  "
-                     f"{versus_best(row, result.figures):>16}  {row.out_of_fold_ece:>15.1%}  {row.bottleneck_ms:>13.1f}  "
+                     f"{versus_best(row, result.figures):>16}  {calibration_error(row):>23}  {row.bottleneck_ms:>13.1f}  "
                      f"{row.float32_bytes / 1e6:>10.2f}  {row.int8_bytes / 1e6:>7.2f}  {row.cost:>8.2f}"
                      f"{f'  {row.cortex_a72_cost:>10.2f}' if device.counted else ''}  {'yes' if row.on_front else '':>5}")
     lines.append(f"recommended: {result.recommended.architecture} ({recommendation_reason(result)}); "
                  f"train it with: {train_command(result)}")
     return "\n".join(lines)
+
+
+def calibration_error(row: BackboneFigures) -> str:
+    """The out-of-fold ECE and, in brackets, the floor to read it against (None: not measured)."""
+    floor = "" if row.out_of_fold_ece_floor is None else f" ({row.out_of_fold_ece_floor:.1%})"
+    return f"{row.out_of_fold_ece:.1%}{floor}"
 
 
 def plural(count: int, noun: str) -> str:
@@ -518,7 +527,7 @@ def compare_page(result: CompareResult) -> str:
         f'<tr data-architecture="{html.escape(row.architecture)}"><td>{html.escape(row.architecture)}'
         f'{" <strong>(recommended)</strong>" if row.recommended else ""}</td>'
         f"<td>{percent(row.accuracy)} ± {percent(row.accuracy_standard_error)}</td>"
-        f"<td>{html.escape(versus_best(row, result.figures))}</td><td>{percent(row.out_of_fold_ece)}</td>"
+        f"<td>{html.escape(versus_best(row, result.figures))}</td><td>{html.escape(calibration_error(row))}</td>"
         f"<td>{row.bottleneck_ms:.1f}</td><td>{row.float32_bytes / 1e6:.2f}</td><td>{row.int8_bytes / 1e6:.2f}</td>"
         f"<td>{row.cost:.3g}</td>{f'<td>{row.cortex_a72_cost:.3g}</td>' if device.counted else ''}"
         f"<td>{'yes' if row.on_front else ''}</td></tr>" for row in result.figures)
@@ -534,7 +543,7 @@ def compare_page(result: CompareResult) -> str:
         f"<p id=\"cost\">Cost: {html.escape(device.name)}. {html.escape(device.note)}</p>",
         accuracy_cost_svg(result.figures, device.name),
         "<table id=\"backbones\"><tr><th>backbone</th><th>k-fold accuracy ± s.e.</th>"
-        "<th>minus the most accurate ± s.e. of the paired difference</th><th>out-of-fold ECE</th>"
+        "<th>minus the most accurate ± s.e. of the paired difference</th><th>out-of-fold ECE (a perfectly calibrated model's median on as many photos)</th>"
         "<th>bottleneck ms / image</th><th>float32 MB</th><th>int8 MB</th>"
         f"<th>{html.escape(device.name)}</th>"
         f"{'<th>Cortex-A72 (Pi 4) instructions per full-int8 invoke, millions</th>' if device.counted else ''}"

@@ -28,7 +28,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from trainer.calibration import expected_calibration_error, fit_temperature, negative_log_likelihood, softmax
+from trainer.calibration import (
+    expected_calibration_error, fit_temperature, negative_log_likelihood, perfect_calibration_ece, softmax,
+)
 from trainer.dataset import burst_key, hash_bucket
 
 DEFAULT_FOLDS = 5
@@ -127,9 +129,11 @@ def out_of_fold_calibration(logits: np.ndarray, labels: np.ndarray, fold_of: np.
     """The temperature of lowest out-of-fold NLL and what it does, as run.json records it.
 
     logits: (n, classes) out-of-fold. NLL and ECE are those of the out-of-fold predictions
-    before and after dividing by the temperature; the top-1 answers do not change.
+    before and after dividing by the temperature; the top-1 answers do not change. Beside the ECE
+    after, what a perfectly calibrated model with those scores would show on as many images.
     """
     temperature = fit_temperature(logits, labels)
+    calibrated = softmax(logits / temperature)
     return {
         "temperature": temperature, "fitted_on": "out_of_fold", "folds": len(np.unique(fold_of)),
         "image_count": len(labels),
@@ -138,5 +142,6 @@ def out_of_fold_calibration(logits: np.ndarray, labels: np.ndarray, fold_of: np.
         "out_of_fold_nll": {"before": negative_log_likelihood(logits, labels),
                             "after": negative_log_likelihood(logits, labels, temperature)},
         "out_of_fold_ece": {"before": expected_calibration_error(softmax(logits), labels),
-                            "after": expected_calibration_error(softmax(logits / temperature), labels)},
+                            "after": expected_calibration_error(calibrated, labels),
+                            "perfectly_calibrated": perfect_calibration_ece(calibrated)},
     }

@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_limits
 from trainer import UserError
 from trainer.backbones import DEFAULT_ARCHITECTURE, INPUT_MEAN, INPUT_STD, build_backbone, get_backbone, weights_id
 from trainer.bottlenecks import BottleneckCache, default_bottleneck_dir, file_keys, image_bottlenecks, make_forward
-from trainer.calibration import perfect_calibration_ece, softmax
+from trainer.calibration import softmax
 from trainer.crossval import DEFAULT_FOLDS, hash_folds, out_of_fold_calibration, out_of_fold_logits
 from trainer.dataset import SETS, ImageList, list_images
 from trainer.distortions import DistortionOptions, distorted_training_inputs
@@ -310,8 +310,6 @@ def cross_validate(options: TrainOptions, bottlenecks: np.ndarray, labels: np.nd
     records = [out_of_fold_calibration(setting_logits, labels, fold_of) for setting_logits in logits]
     chosen = min(range(len(grid)), key=lambda index: records[index]["out_of_fold_nll"]["after"])
     calibration = records[chosen]
-    calibration["out_of_fold_ece"]["perfectly_calibrated"] = perfect_calibration_ece(
-        softmax(logits[chosen] / calibration["temperature"]))
     if len(grid) > 1:
         calibration["grid"] = [{**setting, "out_of_fold_nll": record["out_of_fold_nll"]["after"],
                                 "out_of_fold_accuracy": record["out_of_fold_accuracy"]}
