@@ -107,11 +107,17 @@ def judge_before(calibrations: dict[str, dict]) -> tuple[list[str], str]:
     return ranking, recommended
 
 
-def judge_paired(correct: dict[str, np.ndarray], file_names: list[str]) -> tuple[list[str], str]:
-    """compare now, with as many fold assignments as `correct` has rows: its own functions."""
+def paired_figures(correct: dict[str, np.ndarray], file_names: list[str]) -> list[BackboneFigures]:
+    """compare's rows for these per-photo correctnesses, with its paired differences; cost in BACKBONES order."""
     figures = [BackboneFigures(name, "", [], float(rows.mean()), 0.0, 0.0, 1.0, 0.0, 0, 0, float(cost))
                for cost, (name, rows) in enumerate(correct.items())]
     set_paired_differences(figures, list(correct.values()), file_names)
+    return figures
+
+
+def judge_paired(correct: dict[str, np.ndarray], file_names: list[str]) -> tuple[list[str], str]:
+    """compare now, with as many fold assignments as `correct` has rows: its own functions."""
+    figures = paired_figures(correct, file_names)
     mark_front_and_recommendation(figures)
     ranking = [row.architecture for row in sorted(figures, key=lambda row: -row.accuracy)]
     return ranking, next(row.architecture for row in figures if row.recommended)
@@ -144,9 +150,7 @@ def judge_accuracy_and_nll(correct: dict[str, np.ndarray], losses: dict[str, np.
                            file_names: list[str]) -> tuple[list[str], str]:
     """Ranked by accuracy; the cheapest tied with the most accurate (paired, one fold assignment)
     and not worse in NLL than the lowest beyond one standard error (the most accurate when none is both)."""
-    figures = [BackboneFigures(name, "", [], float(rows.mean()), 0.0, 0.0, 1.0, 0.0, 0, 0, float(cost))
-               for cost, (name, rows) in enumerate(correct.items())]
-    set_paired_differences(figures, list(correct.values()), file_names)
+    figures = paired_figures(correct, file_names)
     ranking = [row.architecture for row in sorted(figures, key=lambda row: -row.accuracy)]
     lowest = min(losses, key=lambda name: losses[name].mean())
     chosen = [row.architecture for row in figures

@@ -12,6 +12,7 @@ import html
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +87,7 @@ class EvaluationResult:
         """Expected calibration error of the top scores (see trainer.calibration)."""
         return expected_calibration_error(self.scores, self.true_labels)
 
-    @property
+    @cached_property  # 1,000 label draws; the text and the HTML report both read it
     def perfect_calibration_error(self) -> dict[str, float]:
         """What a perfectly calibrated model with these scores would show (see perfect_calibration_ece)."""
         return perfect_calibration_ece(self.scores)
