@@ -23,12 +23,10 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 # decompression bomb, not a photo, and is refused before any pixel is decoded.
 MAX_IMAGE_PIXELS = 250_000_000
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # Pillow warns above its limit: raised as an error below
-RESAMPLE = Image.Resampling.BILINEAR
 # The scales libjpeg can decode at (1/1, 1/2, 1/4, 1/8), largest first, as Pillow's draft picks them.
 DRAFT_FACTORS = (8, 4, 2, 1)
-# OpenCV (the camera extra; the device's base install has none) halves frames for far fewer
-# instructions than Pillow (`shrink_bgr`). Looked up, not imported: the trainer and file
-# classification import this module too, and have no use for OpenCV's start-up.
+# OpenCV (the camera extra; the device's base install has none) resizes for far fewer
+# instructions than NumPy or Pillow (`opencv`).
 OPENCV_INSTALLED = importlib.util.find_spec("cv2") is not None
 
 
@@ -62,17 +60,91 @@ def open_rgb(path: str | Path | bytes, draft_size: tuple[int, int] | None = None
         raise ImageError(f"{path}: not a decodable image ({error})") from None
 
 
-def resize_rgb(image: Image.Image | np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize an RGB image (PIL or uint8 HxWx3 array) to size=(height, width), bilinear.
+def box_factors(image_size: tuple[int, int], size: tuple[int, int]) -> tuple[int, int]:
+    """The whole factors (x, y) by which `resize_rgb` box-averages an image of image_size=(width,
+    height) before the bilinear step to size=(height, width): the largest that keep each side at
+    least size, so that bilinear interpolation never shrinks a side by 2 or more (where it would
+    skip pixels instead of averaging them)."""
+    height, width = size
+    return max(image_size[0] // width, 1), max(image_size[1] // height, 1)
 
-    Returns uint8 (height, width, 3). Aspect ratio is not kept, as in the classic retrain.py.
+
+def resize_rgb(image: Image.Image | np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an RGB image (PIL or uint8 HxWx3 array) to size=(height, width): uint8 (height, width, 3).
+
+    Box averages by whole factors first (`box_factors`, Pillow's reduce), then bilinear
+    interpolation in integers (`bilinear`). Aspect ratio is not kept, as in the classic retrain.py.
     """
     if isinstance(image, np.ndarray):
+        if image.shape[:2] == tuple(size):
+            return image
         image = Image.fromarray(image)
+    factors = box_factors(image.size, size)
+    if factors != (1, 1):
+        image = image.reduce(factors)
+    return bilinear(np.asarray(image), size)
+
+
+def bilinear(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 (H, W, 3) -> uint8 (height, width, 3) at size=(height, width): OpenCV's INTER_LINEAR_EXACT.
+
+    Bit-exact by design, on every CPU: weights of 8 fractional bits, the row pass kept to 8, the
+    column pass rounded once. Where OpenCV is not installed or does not load (the device's base
+    install), `bilinear_numpy` computes the same values; tests/test_edge.py compares the two on
+    thousands of sizes, and scripts/frame_cost_guest.py on the emulated Pi 5 before it counts.
+    """
+    if pixels.shape[:2] == tuple(size):
+        return pixels
+    cv2 = opencv()
+    return bilinear_numpy(pixels, size) if cv2 is None else _opencv_bilinear(cv2, pixels, size, cv2.COLOR_RGB2RGBA)
+
+
+def _opencv_bilinear(cv2, pixels: np.ndarray, size: tuple[int, int], to_rgba: int) -> np.ndarray:
+    # Through RGBA: OpenCV's bit-exact bilinear is vectorised for 4 channels, not 3 (2.4 M against
+    # 3.1 M aarch64 instructions for 320x240 -> 224x224 on the emulated A76), and the conversions
+    # in and out cost 0.1 M. The channel swap of a BGR frame comes free with the first.
     height, width = size
-    if image.size != (width, height):
-        image = image.resize((width, height), RESAMPLE)
-    return np.asarray(image, dtype=np.uint8)
+    rgba = cv2.resize(cv2.cvtColor(pixels, to_rgba), (width, height), interpolation=cv2.INTER_LINEAR_EXACT)
+    return cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB)
+
+
+def _bilinear_taps(source: int, target: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For each of `target` outputs along one axis: the two source indices and their 8-bit
+    weights (summing to 256), sampled at pixel centres; outside the source, its edge pixel."""
+    position = (np.arange(target) + 0.5) * (source / target) - 0.5
+    first = np.floor(position).astype(np.intp)
+    far = np.rint((position - first) * 256).astype(np.int32)  # rint: ties to even, as OpenCV rounds
+    outside = (first < 0) | (first >= source - 1)
+    far[outside] = 0
+    first = np.clip(first, 0, source - 1)
+    return first, np.minimum(first + 1, source - 1), 256 - far, far
+
+
+def bilinear_numpy(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`bilinear` in NumPy alone: OpenCV's INTER_LINEAR_EXACT arithmetic, value for value."""
+    height, width = size
+    left, right, left_weight, right_weight = _bilinear_taps(pixels.shape[1], width)
+    rows = pixels[:, left].astype(np.int32) * left_weight[:, None] + pixels[:, right] * right_weight[:, None]
+    top, bottom, top_weight, bottom_weight = _bilinear_taps(pixels.shape[0], height)
+    columns = rows[top] * top_weight[:, None, None] + rows[bottom] * bottom_weight[:, None, None]
+    return ((columns + (1 << 15)) >> 16).astype(np.uint8)
+
+
+def opencv():
+    """OpenCV's module where it is installed and loads, else None: looked up once, imported on
+    first use (the trainer and file classification import this module too, and gain nothing from
+    OpenCV's start-up before they resize)."""
+    global OPENCV_INSTALLED
+    if OPENCV_INSTALLED:
+        try:
+            import cv2
+        except ImportError:
+            # Installed but unloadable (opencv-python without libGL, as on Raspberry Pi OS Lite):
+            # NumPy and Pillow compute the same pixels, and no later call tries again.
+            OPENCV_INSTALLED = False
+        else:
+            return cv2
+    return None
 
 
 def draft_factor(image_size: tuple[int, int], size: tuple[int, int]) -> int:
@@ -85,29 +157,10 @@ def draft_factor(image_size: tuple[int, int], size: tuple[int, int]) -> int:
 
 
 def shrink_bgr(frame: np.ndarray, factor: int) -> Image.Image:
-    """A BGR uint8 (H, W, 3) frame averaged over factor x factor boxes, as Pillow's reduce does:
-    an RGB PIL image of ceil(W / factor) x ceil(H / factor).
-
-    Where OpenCV is installed and the frame's sides are even, OpenCV's INTER_AREA halves it: the
-    same pixels, value for value (tests/test_pi_cost.py on the test machine, frame_cost_guest.py on
-    the emulated Pi 5 with the arm64 wheels), for a fraction of the instructions of Pillow reading
-    the whole frame and reducing it (scripts/frame_cost.py). Not by 4 or 8, where OpenCV rounds
-    some box means differently (off by 1), nor for odd sides, whose last box Pillow averages over
-    the pixels there are and OpenCV drops. Pillow's unpacker reads the BGR bytes straight into its
-    RGB image, in the copy it makes anyway: swapping the channels of the whole frame first costs a
-    Pi more than the network itself when NumPy does it (picamera2 without OpenCV).
-    """
-    global OPENCV_INSTALLED
-    height, width = frame.shape[:2]
-    if OPENCV_INSTALLED and factor == 2 and height % 2 == 0 and width % 2 == 0:
-        try:
-            import cv2  # an OpenCV camera has imported it already, to read the frame
-        except ImportError:
-            # Installed but unloadable (opencv-python without libGL, as on Raspberry Pi OS Lite):
-            # picamera2 frames need no OpenCV, so Pillow halves them, and no later frame tries again.
-            OPENCV_INSTALLED = False
-        else:
-            frame, factor = cv2.resize(frame, (width // 2, height // 2), interpolation=cv2.INTER_AREA), 1
+    """A BGR uint8 (H, W, 3) frame averaged over factor x factor boxes by Pillow's reduce: an RGB
+    PIL image of ceil(W / factor) x ceil(H / factor). Pillow's unpacker reads the BGR bytes
+    straight into its RGB image, in the copy it makes anyway: swapping the channels of the whole
+    frame first costs a Pi more than the network itself when NumPy does it."""
     image = Image.frombuffer("RGB", frame.shape[1::-1], np.ascontiguousarray(frame), "raw", "BGR", 0, 1)
     return image.reduce(factor) if factor > 1 else image
 
@@ -117,12 +170,24 @@ def resize_bgr(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
     The frame is first averaged over draft_factor x draft_factor boxes (`shrink_bgr`), then
     resized as `resize_rgb` does. That is what `load_rgb` computes for the frame saved as a JPEG,
-    with a box average where the decoder scales in its DCT: measured on the flower photos as
-    640x480 frames, closer to the trainer's pixels than resizing the whole frame, for 0.46x its
-    instructions on a Pi with OpenCV, 0.69x without (`scripts/frame_cost.py`).
+    with a box average where the decoder scales in its DCT.
+
+    A camera's usual frame (halved, or not at all, straight to the bilinear step) stays in OpenCV
+    where it is installed: its INTER_AREA halving of even sides is Pillow's reduce(2), value for
+    value (tests/test_edge.py; frame_cost_guest.py on the emulated Pi 5), and the frame goes to
+    `bilinear` without Pillow's copy. On a Pi 5 that is 3.5 M instructions for a 640x480 frame,
+    against 7.6 M through Pillow (`scripts/frame_cost.py`).
     """
     height, width = frame.shape[:2]
-    return resize_rgb(shrink_bgr(frame, draft_factor((width, height), size)), size)
+    factor = draft_factor((width, height), size)
+    cv2 = opencv() if factor in (1, 2) and height % factor == 0 and width % factor == 0 else None
+    if cv2 is not None and box_factors((width // factor, height // factor), size) == (1, 1):
+        if factor == 2:
+            frame = cv2.resize(frame, (width // 2, height // 2), interpolation=cv2.INTER_AREA)
+        if frame.shape[:2] == tuple(size):
+            return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        return _opencv_bilinear(cv2, frame, size, cv2.COLOR_BGR2RGBA)
+    return resize_rgb(shrink_bgr(frame, factor), size)
 
 
 def load_rgb(path: str | Path | bytes, size: tuple[int, int]) -> np.ndarray:
