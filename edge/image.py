@@ -6,6 +6,9 @@ or a file's bytes as a Beam pipeline reads them) or `resize_bgr` (camera frames)
 TensorFlow. A camera frame reaches the trainer only as a JPEG the device saved (--collect,
 --save_uncertain), which `load_rgb` decodes at the JPEG decoder's reduced scale: `resize_bgr`
 shrinks a frame by that same factor first, so it sees the frame much as the trainer will.
+
+The resize itself is integer arithmetic that OpenCV computes value for value (`bilinear`), so a
+camera frame costs a Pi little (OpenCV's vector code) and the pixels are the same on every CPU.
 """
 
 from __future__ import annotations
@@ -72,8 +75,8 @@ def box_factors(image_size: tuple[int, int], size: tuple[int, int]) -> tuple[int
 def resize_rgb(image: Image.Image | np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize an RGB image (PIL or uint8 HxWx3 array) to size=(height, width): uint8 (height, width, 3).
 
-    Box averages by whole factors first (`box_factors`, Pillow's reduce), then bilinear
-    interpolation in integers (`bilinear`). Aspect ratio is not kept, as in the classic retrain.py.
+    Box averages by whole factors first (`box_factors`, Pillow's reduce), then `bilinear`. Aspect
+    ratio is not kept, as in the classic retrain.py.
     """
     if isinstance(image, np.ndarray):
         if image.shape[:2] == tuple(size):
@@ -83,29 +86,6 @@ def resize_rgb(image: Image.Image | np.ndarray, size: tuple[int, int]) -> np.nda
     if factors != (1, 1):
         image = image.reduce(factors)
     return bilinear(np.asarray(image), size)
-
-
-def bilinear(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """uint8 (H, W, 3) -> uint8 (height, width, 3) at size=(height, width): OpenCV's INTER_LINEAR_EXACT.
-
-    Bit-exact by design, on every CPU: weights of 8 fractional bits, the row pass kept to 8, the
-    column pass rounded once. Where OpenCV is not installed or does not load (the device's base
-    install), `bilinear_numpy` computes the same values; tests/test_edge.py compares the two on
-    thousands of sizes, and scripts/frame_cost_guest.py on the emulated Pi 5 before it counts.
-    """
-    if pixels.shape[:2] == tuple(size):
-        return pixels
-    cv2 = opencv()
-    return bilinear_numpy(pixels, size) if cv2 is None else _opencv_bilinear(cv2, pixels, size, cv2.COLOR_RGB2RGBA)
-
-
-def _opencv_bilinear(cv2, pixels: np.ndarray, size: tuple[int, int], to_rgba: int) -> np.ndarray:
-    # Through RGBA: OpenCV's bit-exact bilinear is vectorised for 4 channels, not 3 (2.4 M against
-    # 3.1 M aarch64 instructions for 320x240 -> 224x224 on the emulated A76), and the conversions
-    # in and out cost 0.1 M. The channel swap of a BGR frame comes free with the first.
-    height, width = size
-    rgba = cv2.resize(cv2.cvtColor(pixels, to_rgba), (width, height), interpolation=cv2.INTER_LINEAR_EXACT)
-    return cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB)
 
 
 def _bilinear_taps(source: int, target: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -120,8 +100,17 @@ def _bilinear_taps(source: int, target: int) -> tuple[np.ndarray, np.ndarray, np
     return first, np.minimum(first + 1, source - 1), 256 - far, far
 
 
-def bilinear_numpy(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """`bilinear` in NumPy alone: OpenCV's INTER_LINEAR_EXACT arithmetic, value for value."""
+def bilinear(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 (H, W, C) -> uint8 (height, width, C) at size=(height, width), bilinear in integers.
+
+    The arithmetic of OpenCV's INTER_LINEAR_EXACT, value for value (tests/test_edge.py compares
+    them on thousands of sizes; scripts/frame_cost_guest.py on the emulated Pi 5 before it
+    counts): weights of 8 fractional bits, the row pass exact, the column pass rounded once. So
+    the same on every CPU, and OpenCV can compute a camera frame's pixels (`resize_bgr`) where it
+    is installed, while the trainer and file classification need no OpenCV.
+    """
+    if pixels.shape[:2] == tuple(size):
+        return pixels
     height, width = size
     left, right, left_weight, right_weight = _bilinear_taps(pixels.shape[1], width)
     rows = pixels[:, left].astype(np.int32) * left_weight[:, None] + pixels[:, right] * right_weight[:, None]
@@ -130,17 +119,29 @@ def bilinear_numpy(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return ((columns + (1 << 15)) >> 16).astype(np.uint8)
 
 
+def _opencv_bilinear(cv2, frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A BGR frame -> RGB at size=(height, width): OpenCV's INTER_LINEAR_EXACT, the values of `bilinear`.
+
+    Through RGBA: OpenCV's bit-exact bilinear is vectorised for 4 channels, not 3 (2.4 M against
+    3.1 M aarch64 instructions for 320x240 -> 224x224 on the emulated A76), and the conversions
+    in and out cost 0.1 M, the channel swap included.
+    """
+    height, width = size
+    rgba = cv2.resize(cv2.cvtColor(frame, cv2.COLOR_BGR2RGBA), (width, height), interpolation=cv2.INTER_LINEAR_EXACT)
+    return cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB)
+
+
 def opencv():
-    """OpenCV's module where it is installed and loads, else None: looked up once, imported on
-    first use (the trainer and file classification import this module too, and gain nothing from
-    OpenCV's start-up before they resize)."""
+    """OpenCV's module where it is installed and loads, else None. Imported on first use, by a
+    camera frame: the trainer and file classification import this module too, and have no use
+    for OpenCV's start-up."""
     global OPENCV_INSTALLED
     if OPENCV_INSTALLED:
         try:
             import cv2
         except ImportError:
             # Installed but unloadable (opencv-python without libGL, as on Raspberry Pi OS Lite):
-            # NumPy and Pillow compute the same pixels, and no later call tries again.
+            # Pillow and NumPy compute the same pixels, and no later frame tries again.
             OPENCV_INSTALLED = False
         else:
             return cv2
@@ -186,7 +187,7 @@ def resize_bgr(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
             frame = cv2.resize(frame, (width // 2, height // 2), interpolation=cv2.INTER_AREA)
         if frame.shape[:2] == tuple(size):
             return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-        return _opencv_bilinear(cv2, frame, size, cv2.COLOR_BGR2RGBA)
+        return _opencv_bilinear(cv2, frame, size)
     return resize_rgb(shrink_bgr(frame, factor), size)
 
 

@@ -86,9 +86,10 @@ def test_grace_hopper_is_military_uniform():
     assert "1 image classified" in result.stderr
 
 
-# Top-1 as listed in ../shared/data/SOURCES.md. One entry differs: mobilenet_v1_0.25_128 on cat.bmp,
-# where Egyptian cat (0.133) and tiger cat (0.117) are within two quantisation steps; the listed
-# label is then required in the top 2 (the resize that produced the table is not recorded).
+# Top-1 as listed in ../shared/data/SOURCES.md. Two are close calls, where the listed label is
+# required in the top 2 (the resize that produced the table is not recorded): mobilenet_v1_0.25_128
+# on cat.bmp, where Egyptian cat (0.133) and tiger cat (0.117) are within two quantisation steps,
+# and mobilenet_v1_0.5_160 on grace_hopper.bmp, where academic gown and mortarboard tie at 0.215.
 THIRDPARTY_TOP1 = {
     "mobilenet_v1_0.25_128_quant.tflite": ("academic gown", "daisy", "tiger cat"),
     "mobilenet_v1_0.5_160_quant.tflite": ("academic gown", "daisy", "Egyptian cat"),
@@ -96,7 +97,7 @@ THIRDPARTY_TOP1 = {
     "mobilenet_v2_1.0_224_quant.tflite": ("military uniform", "daisy", "Egyptian cat"),
     "tf2_mobilenet_v2_1.0_224_ptq.tflite": ("military uniform", "daisy", "Egyptian cat"),
 }
-CLOSE_CALLS = {("mobilenet_v1_0.25_128_quant.tflite", "cat.bmp")}
+CLOSE_CALLS = {("mobilenet_v1_0.25_128_quant.tflite", "cat.bmp"), ("mobilenet_v1_0.5_160_quant.tflite", "grace_hopper.bmp")}
 
 
 @pytest.mark.parametrize("model_name", sorted(THIRDPARTY_TOP1))
