@@ -119,8 +119,7 @@ def bilinear(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     height, width = size
     source_height, source_width, channels = pixels.shape
     # The row pass on rows of interleaved channels, in 16 bits: two 8-bit values weighted by 256
-    # in all fit, as in OpenCV's row pass, and NumPy moves half the bytes of 32 (on a Pi 5, 5.1 M
-    # instructions for 320x240 -> 224x224, against 15.9 M in 32 bits; scripts/frame_cost.py).
+    # in all fit, as in OpenCV's row pass, and a Pi moves half the bytes it would in 32.
     flat = np.ascontiguousarray(pixels).reshape(source_height, source_width * channels)
     left, right, left_weight, right_weight = _bilinear_taps(source_width, width)
     rows = flat[:, _channel_columns(left, channels)].astype(np.uint16)
