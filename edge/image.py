@@ -138,18 +138,6 @@ def bilinear(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return result.astype(np.uint8).reshape(height, width, channels)
 
 
-def _opencv_bilinear(cv2, frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """A BGR frame -> RGB at size=(height, width): OpenCV's INTER_LINEAR_EXACT, the values of `bilinear`.
-
-    Through RGBA: OpenCV's bit-exact bilinear is vectorised for 4 channels, not 3 (2.4 M against
-    3.1 M aarch64 instructions for 320x240 -> 224x224 on the emulated A76), and the conversions
-    in and out cost 0.1 M, the channel swap included.
-    """
-    height, width = size
-    rgba = cv2.resize(cv2.cvtColor(frame, cv2.COLOR_BGR2RGBA), (width, height), interpolation=cv2.INTER_LINEAR_EXACT)
-    return cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB)
-
-
 def opencv():
     """OpenCV's module where it is installed and loads, else None. Imported on first use, by a
     camera frame: the trainer and file classification import this module too, and have no use
@@ -177,37 +165,55 @@ def draft_factor(image_size: tuple[int, int], size: tuple[int, int]) -> int:
 
 
 def shrink_bgr(frame: np.ndarray, factor: int) -> Image.Image:
-    """A BGR uint8 (H, W, 3) frame averaged over factor x factor boxes by Pillow's reduce: an RGB
-    PIL image of ceil(W / factor) x ceil(H / factor). Pillow's unpacker reads the BGR bytes
-    straight into its RGB image, in the copy it makes anyway: swapping the channels of the whole
-    frame first costs a Pi more than the network itself when NumPy does it."""
+    """A BGR uint8 (H, W, 3) frame halved log2(factor) times by Pillow's reduce(2) (2x2 box
+    averages, a last partial box on an odd side): an RGB PIL image. Pillow's unpacker reads the
+    BGR bytes straight into its RGB image, in the copy it makes anyway: swapping the channels of
+    the whole frame first costs a Pi more than the network itself when NumPy does it."""
     image = Image.frombuffer("RGB", frame.shape[1::-1], np.ascontiguousarray(frame), "raw", "BGR", 0, 1)
-    return image.reduce(factor) if factor > 1 else image
+    for _ in range(factor.bit_length() - 1):
+        image = image.reduce(2)
+    return image
 
 
 def resize_bgr(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A camera's BGR uint8 (H, W, 3) frame -> RGB uint8 (height, width, 3) at size=(height, width).
 
-    The frame is first averaged over draft_factor x draft_factor boxes (`shrink_bgr`), then
-    resized as `resize_rgb` does. That is what `load_rgb` computes for the frame saved as a JPEG,
-    with a box average where the decoder scales in its DCT.
-
-    A camera's usual frame (halved, or not at all, straight to the bilinear step) stays in OpenCV
-    where it is installed: its INTER_AREA halving of even sides is Pillow's reduce(2), value for
-    value (tests/test_edge.py; frame_cost_guest.py on the emulated Pi 5), and the frame goes to
-    `bilinear` without Pillow's copy. On a Pi 5 that is 2.7 M instructions for a 640x480 frame,
-    against 9.9 M through Pillow and NumPy (`scripts/frame_cost.py`).
+    The frame is first shrunk by draft_factor (`shrink_bgr`), then resized as `resize_rgb` does.
+    That is what `load_rgb` computes for the frame saved as a JPEG, with box averages where the
+    decoder scales in its DCT. Where OpenCV is installed, it computes those very values
+    (`_opencv_resize_bgr`) for far fewer instructions.
     """
     height, width = frame.shape[:2]
     factor = draft_factor((width, height), size)
-    cv2 = opencv() if factor in (1, 2) and height % factor == 0 and width % factor == 0 else None
-    if cv2 is not None and box_factors((width // factor, height // factor), size) == (1, 1):
-        if factor == 2:
-            frame = cv2.resize(frame, (width // 2, height // 2), interpolation=cv2.INTER_AREA)
-        if frame.shape[:2] == tuple(size):
-            return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-        return _opencv_bilinear(cv2, frame, size)
-    return resize_rgb(shrink_bgr(frame, factor), size)
+    cv2 = opencv()
+    resized = None if cv2 is None else _opencv_resize_bgr(cv2, frame, factor, size)
+    return resize_rgb(shrink_bgr(frame, factor), size) if resized is None else resized
+
+
+def _opencv_resize_bgr(cv2, frame: np.ndarray, factor: int, size: tuple[int, int]) -> np.ndarray | None:
+    """`resize_bgr` in OpenCV's vector code, or None for a frame whose values it cannot compute
+    (a side that does not halve evenly, a box of 3 or more): INTER_AREA halving of even sides is
+    Pillow's reduce(2), INTER_LINEAR_EXACT at exactly half a side its reduce by 2 on that side
+    (its weights are then 1/2 and 1/2, rounded as Pillow rounds), and at any other size `bilinear`.
+    Value for value: tests/test_edge.py, and frame_cost_guest.py on the emulated Pi 5 with the
+    arm64 wheels. On a Pi 5 that is 2.7 M instructions for a 640x480 frame and a 224x224 model,
+    against 9.9 M through Pillow and NumPy (scripts/frame_cost.py).
+    """
+    height, width = frame.shape[:2]
+    boxes = box_factors((width // factor, height // factor), size)
+    if height % (factor * boxes[1]) or width % (factor * boxes[0]) or max(boxes) > 2:
+        return None
+    for _ in range(factor.bit_length() - 1):
+        frame = cv2.resize(frame, (frame.shape[1] // 2, frame.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    if frame.shape[:2] == tuple(size):
+        return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    # Through RGBA: OpenCV's bit-exact bilinear is vectorised for 4 channels, not 3 (a frame costs
+    # 0.7 M instructions more on 3, scripts/frame_cost.py), and the channel swap comes free.
+    rgba = cv2.cvtColor(frame, cv2.COLOR_BGR2RGBA)
+    if boxes != (1, 1):
+        rgba = cv2.resize(rgba, (rgba.shape[1] // boxes[0], rgba.shape[0] // boxes[1]), interpolation=cv2.INTER_LINEAR_EXACT)
+    rgba = cv2.resize(rgba, size[::-1], interpolation=cv2.INTER_LINEAR_EXACT)
+    return cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB)
 
 
 def load_rgb(path: str | Path | bytes, size: tuple[int, int]) -> np.ndarray:

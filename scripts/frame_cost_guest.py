@@ -34,7 +34,7 @@ CURRENT = f"resize_bgr: {'OpenCV' if OPENCV_INSTALLED else 'Pillow reduce 1/2, N
 # Frames opencv_differences compares: (height, width), the last four not halved by OpenCV.
 FRAME_SHAPES = ((480, 640), (240, 320), (1080, 1920), (96, 128), (56, 40), (482, 642), (481, 643), (35, 47))
 # Sizes (height, width) the bilinear step is compared at: up and down, odd and even.
-BILINEAR_SIZES = ((224, 224), (160, 96), (97, 33), (500, 300))
+BILINEAR_SIZES = ((224, 224), (160, 96), (97, 33), (500, 300), (128, 128), (160, 160))
 
 
 def bgr_image(frame: np.ndarray) -> Image.Image:

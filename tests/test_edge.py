@@ -158,20 +158,35 @@ def test_draft_factor_is_the_jpeg_decoders():
 
 @pytest.mark.parametrize("opencv", [True, False], ids=["opencv", "pillow-only"])
 def test_bgr_frames_are_shrunk_as_the_trainer_decodes_them_then_resized(monkeypatch, opencv):
-    # Any frame size and memory layout (picamera2 pads rows), with OpenCV halving even frames
-    # (the camera extra) or without it (the device's base install): the frame averaged over
-    # draft_factor-square boxes, then the trainer's resize, of the same image in RGB order.
+    # Any frame size and memory layout (picamera2 pads rows), with OpenCV (the camera extra) or
+    # without it (the device's base install): the frame halved log2(draft_factor) times by
+    # Pillow's reduce, then the trainer's resize, of the same image in RGB order. The sizes take
+    # OpenCV's every path: halved 0, 1, 2 and 3 times, box steps of (1, 1), (2, 1) and (2, 2),
+    # and the sides and boxes it leaves to Pillow.
     assert edge.image.OPENCV_INSTALLED  # the camera extra is installed here: its path is the one tested
     monkeypatch.setattr(edge.image, "OPENCV_INSTALLED", opencv)
     rng = np.random.default_rng(2)
-    for (height, width), size in (((480, 640), (224, 224)), ((480, 640), (128, 128)), ((240, 320), (120, 160)),
-                                  ((37, 53), TINY_SIZE), ((8, 8), (16, 12)), ((481, 643), (96, 96)),
-                                  ((482, 642), (96, 96)), ((1080, 1920), (224, 224))):
+    for (height, width), size in (((480, 640), (224, 224)), ((480, 640), (128, 128)), ((480, 640), (160, 160)),
+                                  ((240, 320), (120, 160)), ((37, 53), TINY_SIZE), ((8, 8), (16, 12)),
+                                  ((481, 643), (96, 96)), ((482, 642), (96, 96)), ((1080, 1920), (224, 224)),
+                                  ((2048, 2048), (100, 100)), ((480, 640), (60, 60)), ((300, 1000), (224, 224))):
         padded = rng.integers(0, 256, (height, width + 5, 3), dtype=np.uint8)
         frame = padded[:, :width]
         rgb = Image.fromarray(np.ascontiguousarray(frame[..., ::-1]))
-        factor = draft_factor(rgb.size, size)
-        np.testing.assert_array_equal(resize_bgr(frame, size), resize_rgb(rgb.reduce(factor) if factor > 1 else rgb, size))
+        for _ in range(draft_factor(rgb.size, size).bit_length() - 1):
+            rgb = rgb.reduce(2)
+        np.testing.assert_array_equal(resize_bgr(frame, size), resize_rgb(rgb, size), err_msg=f"{frame.shape} {size}")
+
+
+def test_usual_camera_frames_stay_in_opencv():
+    # The frames a camera gives (even sides) for the usual model sizes never go through Pillow.
+    for (height, width), size in (((480, 640), (224, 224)), ((480, 640), (128, 128)), ((480, 640), (160, 160)),
+                                  ((720, 1280), (224, 224)), ((1080, 1920), (224, 224)), ((2048, 2048), (100, 100)),
+                                  ((224, 224), (224, 224))):
+        frame = np.zeros((height, width, 3), dtype=np.uint8)
+        factor = draft_factor((width, height), size)
+        assert edge.image._opencv_resize_bgr(cv2, frame, factor, size) is not None, (frame.shape, size)
+    assert edge.image._opencv_resize_bgr(cv2, np.zeros((481, 643, 3), np.uint8), 4, (96, 96)) is None
 
 
 def test_an_opencv_that_does_not_load_leaves_frames_to_pillow(monkeypatch):
