@@ -4,8 +4,8 @@ frame prepared for a 224x224 model each way it could be, then the whole frame an
 Each preparation takes the BGR frame and returns RGB uint8 (224, 224, 3); scripts/frame_cost.py
 imports PREPARATIONS to compare their pixels with the trainer's on the host. OpenCV's rows appear
 only where OpenCV is installed (the camera extra; the device's base install has no OpenCV).
-Before counting, it checks on this CPU that edge.image.shrink_bgr's OpenCV halving gives Pillow's
-pixels (`shrink_differences`), and fails if not: the arm64 wheels' vector code is not x86's.
+Before counting, it checks on this CPU that OpenCV computes edge.image's pixels
+(`opencv_differences`), and fails if not: the arm64 wheels' vector code is not x86's.
 
 usage: python3 frame_cost_guest.py REPEATS MODEL.tflite
 """
@@ -22,51 +22,50 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge.classify import classify_frame  # noqa: E402
-from edge.image import OPENCV_INSTALLED, resize_bgr, resize_rgb, shrink_bgr  # noqa: E402
+from edge.image import OPENCV_INSTALLED, bilinear, draft_factor, resize_bgr, resize_rgb, shrink_bgr  # noqa: E402
 from edge.model import load_model  # noqa: E402
 from trainer.pi_cost_guest import TOP_K, WARMUP_INVOCATIONS, Regions, camera_frame  # noqa: E402
 
 SIZE = (224, 224)  # (height, width)
-BASELINE = "whole frame, bilinear"  # resize_bgr before it shrank the frame first
-PILLOW_SHRINK = "Pillow reduce 1/2, bilinear"  # resize_bgr before OpenCV halved the frame
-CURRENT = f"resize_bgr: {'OpenCV area' if OPENCV_INSTALLED else 'Pillow reduce'} 1/2, bilinear"  # classify_frame's
-# Frames shrink_differences compares: (height, width); odd and not-by-4 sides take Pillow's way.
-SHRINK_SHAPES = ((480, 640), (240, 320), (1080, 1920), (96, 128), (56, 40), (482, 642), (481, 643), (35, 47))
-SHRINK_FACTORS = (2, 4, 8)
+BASELINE = "whole frame, antialiased bilinear"  # resize_bgr before it shrank the frame first
+PILLOW_SHRINK = "Pillow reduce 1/2, antialiased bilinear"  # then before OpenCV halved the frame
+PREVIOUS = "OpenCV area 1/2, antialiased bilinear"  # then before the bilinear step became exact integers
+CURRENT = f"resize_bgr: {'OpenCV' if OPENCV_INSTALLED else 'Pillow reduce 1/2, NumPy bilinear'}"  # classify_frame's
+# Frames opencv_differences compares: (height, width), the last four not halved by OpenCV.
+FRAME_SHAPES = ((480, 640), (240, 320), (1080, 1920), (96, 128), (56, 40), (482, 642), (481, 643), (35, 47))
+# Sizes (height, width) the bilinear step is compared at: up and down, odd and even.
+BILINEAR_SIZES = ((224, 224), (160, 96), (97, 33), (500, 300), (128, 128), (160, 160))
 
 
 def bgr_image(frame: np.ndarray) -> Image.Image:
     return Image.frombuffer("RGB", frame.shape[1::-1], np.ascontiguousarray(frame), "raw", "BGR", 0, 1)
 
 
-def numpy_box(frame: np.ndarray) -> np.ndarray:
-    """2x2 box average of a uint8 frame in NumPy, rounded as Pillow's reduce rounds."""
-    rows = frame[0::2].astype(np.uint16)
-    rows += frame[1::2]
-    boxes = rows[:, 0::2]
-    boxes += rows[:, 1::2]
-    boxes += 2
-    boxes >>= 2
-    return boxes.astype(np.uint8)
+def antialiased(image: Image.Image) -> np.ndarray:
+    """The trainer's resize before its bilinear step became exact integers: Pillow's, antialiased."""
+    return np.asarray(image.resize(SIZE[::-1], Image.Resampling.BILINEAR))
 
 
-def shrink_differences() -> dict[str, int]:
-    """How many values of each shrink differ from Pillow's reduce of the same BGR frame (random,
-    its rows padded as picamera2 pads them): shrink_bgr by each factor, and OpenCV's INTER_AREA
-    halving where OpenCV is installed. All must be 0."""
+def opencv_differences() -> dict[str, int]:
+    """How many values OpenCV computes otherwise than edge.image on random BGR frames (their rows
+    padded as picamera2 pads them): INTER_AREA halving against Pillow's reduce(2), INTER_LINEAR_EXACT
+    against `bilinear`, and resize_bgr against what it computes without OpenCV. All must be 0."""
+    import cv2
+
     rng = np.random.default_rng(1)
     differences = {}
-    for height, width in SHRINK_SHAPES:
+    for height, width in FRAME_SHAPES:
         frame = rng.integers(0, 256, (height, width + 8, 3), dtype=np.uint8)[:, :width]
-        for factor in SHRINK_FACTORS:
-            pillow = np.asarray(bgr_image(frame).reduce(factor))
-            shrunk = np.asarray(shrink_bgr(frame, factor))
-            differences[f"shrink_bgr {width}x{height} /{factor}"] = int(np.count_nonzero(shrunk != pillow))
-            if OPENCV_INSTALLED and factor == 2 and height % 2 == 0 and width % 2 == 0:
-                import cv2
-
-                opencv = cv2.resize(frame, (width // 2, height // 2), interpolation=cv2.INTER_AREA)[..., ::-1]
-                differences[f"OpenCV INTER_AREA {width}x{height} /2"] = int(np.count_nonzero(opencv != pillow))
+        if height % 2 == 0 and width % 2 == 0:
+            halved = cv2.resize(frame, (width // 2, height // 2), interpolation=cv2.INTER_AREA)[..., ::-1]
+            differences[f"INTER_AREA {width}x{height} /2"] = int(np.count_nonzero(halved != bgr_image(frame).reduce(2)))
+        for size in BILINEAR_SIZES:
+            exact = cv2.resize(frame, size[::-1], interpolation=cv2.INTER_LINEAR_EXACT)
+            differences[f"INTER_LINEAR_EXACT {width}x{height} -> {size[1]}x{size[0]}"] = int(
+                np.count_nonzero(exact != bilinear(frame, size)))
+            without = resize_rgb(shrink_bgr(frame, draft_factor((width, height), size)), size)
+            differences[f"resize_bgr {width}x{height} -> {size[1]}x{size[0]}"] = int(
+                np.count_nonzero(resize_bgr(frame, size) != without))
     return differences
 
 
@@ -75,30 +74,32 @@ def _opencv_preparations() -> dict:
         import cv2
     except ImportError:
         return {}
+
+    def halve(frame: np.ndarray) -> np.ndarray:
+        return cv2.resize(frame, (frame.shape[1] // 2, frame.shape[0] // 2), interpolation=cv2.INTER_AREA)
+
     return {
-        "OpenCV INTER_AREA": lambda frame: cv2.resize(frame, SIZE[::-1], interpolation=cv2.INTER_AREA)[..., ::-1],
-        "OpenCV INTER_LINEAR": lambda frame: cv2.resize(frame, SIZE[::-1], interpolation=cv2.INTER_LINEAR)[..., ::-1],
-        "OpenCV area 1/2, INTER_LINEAR": lambda frame: cv2.resize(
-            cv2.resize(frame, (frame.shape[1] // 2, frame.shape[0] // 2), interpolation=cv2.INTER_AREA),
-            SIZE[::-1], interpolation=cv2.INTER_LINEAR)[..., ::-1],
+        PREVIOUS: lambda frame: antialiased(bgr_image(halve(frame))),
+        "OpenCV area 1/2, exact bilinear on 3 channels": lambda frame: cv2.cvtColor(
+            cv2.resize(halve(frame), SIZE[::-1], interpolation=cv2.INTER_LINEAR_EXACT), cv2.COLOR_BGR2RGB),
+        "OpenCV area 1/2, INTER_LINEAR (not exact)": lambda frame: cv2.cvtColor(
+            cv2.resize(halve(frame), SIZE[::-1], interpolation=cv2.INTER_LINEAR), cv2.COLOR_BGR2RGB),
     }
 
 
 PREPARATIONS = {
-    BASELINE: lambda frame: resize_rgb(bgr_image(frame), SIZE),
-    PILLOW_SHRINK: lambda frame: resize_rgb(bgr_image(frame).reduce(2), SIZE),
-    CURRENT: lambda frame: resize_bgr(frame, SIZE),
-    "Pillow reducing_gap=1": lambda frame: np.asarray(bgr_image(frame).resize(
-        SIZE[::-1], Image.Resampling.BILINEAR, reducing_gap=1.0)),
-    "NumPy box 1/2, bilinear": lambda frame: resize_rgb(bgr_image(numpy_box(frame)), SIZE),
+    BASELINE: lambda frame: antialiased(bgr_image(frame)),
+    PILLOW_SHRINK: lambda frame: antialiased(bgr_image(frame).reduce(2)),
     **_opencv_preparations(),
+    CURRENT: lambda frame: resize_bgr(frame, SIZE),
+    "Pillow reduce 1/2, NumPy bilinear": lambda frame: resize_rgb(shrink_bgr(frame, 2), SIZE),
 }
 
 
 def main(repeats: int, model_path: str) -> dict[int, list[str]]:
-    differing = {shrink: count for shrink, count in shrink_differences().items() if count}
+    differing = {what: count for what, count in opencv_differences().items() if count} if OPENCV_INSTALLED else {}
     if differing:
-        sys.exit(f"shrinking a frame is not Pillow's reduce here: values differing {differing}")
+        sys.exit(f"OpenCV does not compute edge.image's pixels here: values differing {differing}")
     gc.disable()  # as trainer/pi_cost_guest.py: a collection inside one counted run would make it unrepeatable
     regions = Regions(repeats)
     frame = camera_frame()

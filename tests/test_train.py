@@ -398,7 +398,7 @@ def test_run_json_records_the_kept_step_and_the_temperature(trained_dir):
 def test_with_early_stopping_the_temperature_is_fitted_for_the_kept_step(tiny_train_args, tmp_path):
     # A large learning rate over many steps overfits the sample data: an earlier step is kept.
     result = runner.invoke(app, [*tiny_train_args, "--output_dir", str(tmp_path), "--early_stopping",
-                                 "--learning_rate", "1", "--how_many_training_steps", "400", "--eval_step_interval", "10"])
+                                 "--learning_rate", "3", "--how_many_training_steps", "400", "--eval_step_interval", "10"])
     assert result.exit_code == 0, result.output
     run = json.loads((tmp_path / "run.json").read_text())
     assert run["kept_step"] < run["hyperparameters"]["how_many_training_steps"]  # the test means something
