@@ -16,8 +16,9 @@ the NLL after the temperature (first assignment), and the paired difference exac
 standard error (trainer.crossval.paired_difference, the frames of a burst one draw). Then the
 models trained before the change, on Pillow's pixels: each photo's out-of-fold head (`train`'s
 folds) given that photo's pixels both ways, how often its top-1 answer stays, and its accuracy on
-the new pixels against the old (paired). Printed first: how far apart the two preprocessings'
-pixels are.
+the new pixels against the old (paired); beside it, how often those heads trained with another
+seed agree with them on the same pixels: what "same top-1" is worth. Printed first: how far apart
+the two preprocessings' pixels are.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -78,27 +80,29 @@ def pixel_differences(paths: list[Path], size: tuple[int, int]) -> np.ndarray:
     return differences
 
 
-def old_head_logits(options: TrainOptions, bottlenecks: dict[str, np.ndarray], labels: np.ndarray,
+def held_out_logits(options: TrainOptions, trained_on: np.ndarray, given: dict[str, np.ndarray], labels: np.ndarray,
                     file_names: list[str], class_count: int) -> dict[str, np.ndarray]:
-    """Per preprocessing, (n, classes): each photo's logits from the head of `train`'s folds trained
-    without its fold on the Pillow bottlenecks, given that photo's bottleneck (n, d) of that
-    preprocessing. A model trained before the integer resize, run on either pixels."""
+    """Per entry of `given`, (n, classes): each photo's logits from the head of `train`'s folds
+    trained without its fold on `trained_on` (n, d), given that photo's bottleneck there (n, d).
+    Trained on Pillow's bottlenecks: a model trained before the integer resize, run on either pixels."""
     fit = grid_heads(options, regularisation_grid(options), class_count)
     fold_of = hash_folds(file_names, options.folds)
-    logits = {name: np.zeros((len(labels), class_count), np.float32) for name in bottlenecks}
+    logits = {name: np.zeros((len(labels), class_count), np.float32) for name in given}
     for fold in np.unique(fold_of):
         held_out = fold_of == fold
-        head = fit(bottlenecks["pillow"][~held_out], labels[~held_out])[0]
-        for name, vectors in bottlenecks.items():
+        head = fit(trained_on[~held_out], labels[~held_out])[0]
+        for name, vectors in given.items():
             logits[name][held_out] = head.logits(vectors[held_out])
     return logits
 
 
 def resize_figures(correct: dict[str, np.ndarray], nll: dict[str, float], old_head_logits: dict[str, np.ndarray],
-                   labels: np.ndarray, file_names: list[str]) -> dict[str, float]:
+                   reseeded_logits: np.ndarray, labels: np.ndarray, file_names: list[str]) -> dict[str, float]:
     """One backbone's row. correct: per preprocessing, out-of-fold correctness (repeats, n); nll: per
     preprocessing, out-of-fold NLL after the temperature; old_head_logits: per preprocessing of the
-    pixels given, (n, classes) logits of the out-of-fold heads trained on Pillow's (`old_head_logits`)."""
+    pixels given, (n, classes) logits of the out-of-fold heads trained on Pillow's (`held_out_logits`);
+    reseeded_logits: (n, classes) those heads trained with another seed, given Pillow's pixels, the
+    floor of "same top-1": how often two heads of the same pixels agree."""
     difference, standard_error = paired_difference(correct["exact"], correct["pillow"], file_names)
     old_head_correct = {name: logits.argmax(axis=1) == labels for name, logits in old_head_logits.items()}
     old_head_difference, old_head_error = paired_difference(old_head_correct["exact"], old_head_correct["pillow"],
@@ -109,19 +113,21 @@ def resize_figures(correct: dict[str, np.ndarray], nll: dict[str, float], old_he
         "nll pillow": nll["pillow"], "nll exact": nll["exact"],
         "old heads agree": float(np.mean(old_head_logits["exact"].argmax(axis=1)
                                          == old_head_logits["pillow"].argmax(axis=1))),
+        "another seed agrees": float(np.mean(reseeded_logits.argmax(axis=1) == old_head_logits["pillow"].argmax(axis=1))),
         "old heads difference": old_head_difference, "old heads standard error": old_head_error,
     }
 
 
 HEADER = (f"{'backbone':<10}{'acc pillow':>12}{'acc exact':>11}{'exact - pillow':>18}{'NLL pillow':>12}"
-          f"{'NLL exact':>11}   {'old heads: same top-1, exact - pillow':>38}")
+          f"{'NLL exact':>11}   {'old heads: same top-1, exact - pillow':>38}   {'seed 1 vs 0: same top-1':>23}")
 
 
 def format_row(name: str, figures: dict[str, float]) -> str:
     return (f"{name:<10}{figures['accuracy pillow']:>12.1%}{figures['accuracy exact']:>11.1%}"
             f"{figures['difference']:>+10.1%} ± {figures['standard error']:<5.1%}{figures['nll pillow']:>12.4f}"
             f"{figures['nll exact']:>11.4f}   {figures['old heads agree']:>19.1%}, "
-            f"{figures['old heads difference']:>+7.1%} ± {figures['old heads standard error']:.1%}")
+            f"{figures['old heads difference']:>+7.1%} ± {figures['old heads standard error']:<4.1%}"
+            f"{figures['another seed agrees']:>26.1%}")
 
 
 def bottlenecks_of(preprocessing: str, architecture: str, weights: Path, paths: list[Path], keys: list[str],
@@ -166,7 +172,8 @@ def main() -> None:
               f"largest of any pixel {differences[:, 1].max():.0f} (median per photo {np.median(differences[:, 1]):.0f})")
     print(f"\nout of fold, {options.folds}-fold x {arguments.repeats} assignments, `train`'s defaults "
           f"({options.how_many_training_steps} steps); NLL after the temperature (first assignment); old heads: "
-          "trained on Pillow's pixels (train's folds), given each held-out photo both ways")
+          "trained on Pillow's pixels (train's folds), given each held-out photo both ways; seed 1 vs 0: "
+          "those heads trained with seed 1, given Pillow's pixels, against seed 0 (the noise floor of same top-1)")
     print(HEADER)
     for architecture, weights in BACKBONES.items():
         bottlenecks = {name: bottlenecks_of(name, architecture, weights, paths, keys, arguments.cache_dir)
@@ -176,8 +183,11 @@ def main() -> None:
             calibration, correct[name] = out_of_fold_correct(options, vectors, labels, file_names, len(images.labels),
                                                              arguments.repeats)
             nll[name] = calibration["out_of_fold_nll"]["after"]
-        old_heads = old_head_logits(options, bottlenecks, labels, file_names, len(images.labels))
-        print(format_row(SHORT[architecture], resize_figures(correct, nll, old_heads, labels, file_names)), flush=True)
+        old_heads = held_out_logits(options, bottlenecks["pillow"], bottlenecks, labels, file_names, len(images.labels))
+        reseeded = held_out_logits(replace(options, seed=1), bottlenecks["pillow"], {"pillow": bottlenecks["pillow"]},
+                                   labels, file_names, len(images.labels))["pillow"]
+        figures = resize_figures(correct, nll, old_heads, reseeded, labels, file_names)
+        print(format_row(SHORT[architecture], figures), flush=True)
     print(f"\n{time.perf_counter() - started:.0f} s")
 
 
