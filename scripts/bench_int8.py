@@ -135,10 +135,9 @@ def biased_layers(tflite_bytes: bytes) -> list[tuple[str, int]]:
 
 def channel_statistics(tflite_bytes: bytes, pixels: np.ndarray, names: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per channel (last axis) of each named tensor over the uint8 images (normalised for a float
-    input): (mean dequantised value,
-    share of its elements strictly inside the int8 range, which is where a bias shift moves them;
-    1 for a float tensor). Runs LiteRT's own kernels, without XNNPACK, which would hide the
-    intermediate tensors."""
+    input): (mean dequantised value, share of its elements strictly inside the int8 range, which
+    is where a bias shift moves them; 1 for a float tensor). Runs LiteRT's own kernels, without
+    XNNPACK, which would hide the intermediate tensors."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     interpreter = Interpreter(model_content=tflite_bytes, experimental_preserve_all_tensors=True,
