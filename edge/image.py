@@ -91,7 +91,9 @@ def resize_rgb(image: Image.Image | np.ndarray, size: tuple[int, int]) -> np.nda
 def _bilinear_taps(source: int, target: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """For each of `target` outputs along one axis: the two source indices and their 8-bit
     weights (summing to 256), sampled at pixel centres; outside the source, its edge pixel."""
-    position = (np.arange(target) + 0.5) * (source / target) - 0.5
+    # OpenCV's scale is the reciprocal of target / source: for some sizes (501 to 256) a unit in
+    # the last place from source / target, enough to tip a weight that lands halfway.
+    position = (np.arange(target) + 0.5) * (1 / (target / source)) - 0.5
     first = np.floor(position).astype(np.intp)
     far = np.rint((position - first) * 256).astype(np.int32)  # rint: ties to even, as OpenCV rounds
     outside = (first < 0) | (first >= source - 1)
