@@ -33,7 +33,7 @@ from trainer.outputs import write_bytes_atomic
 log = logging.getLogger(__name__)
 
 # Bump when preprocessing or the entry layout changes, so old entries are never reused.
-CACHE_FORMAT = 3
+CACHE_FORMAT = 2
 ENTRY_SUFFIX = ".f32"
 CRC_BYTES = 4
 # Images per forward pass: large enough to amortise per-call overhead, small enough that a
