@@ -8,6 +8,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import types
 import zlib
 from pathlib import Path
 
@@ -197,10 +198,41 @@ def test_an_opencv_that_does_not_load_leaves_frames_to_pillow(monkeypatch):
     frame = np.random.default_rng(3).integers(0, 256, (480, 640, 3), dtype=np.uint8)
     expected = resize_bgr(frame, (224, 224))
     monkeypatch.setattr(edge.image, "OPENCV_INSTALLED", True)
+    monkeypatch.setattr(edge.image, "_checked_opencv", None)
     monkeypatch.setitem(sys.modules, "cv2", None)  # `import cv2` now raises ImportError
     for _ in range(2):  # the first frame finds out, the second no longer tries
         np.testing.assert_array_equal(resize_bgr(frame, (224, 224)), expected)
     assert not edge.image.OPENCV_INSTALLED
+
+
+def test_an_opencv_that_rounds_otherwise_is_left_unused(monkeypatch, caplog):
+    # An OpenCV whose INTER_LINEAR_EXACT rounds otherwise (here standing in: its plain
+    # INTER_LINEAR) would feed the model pixels the trainer never computed: the first frame finds
+    # out, warns, and frames are resized as without OpenCV.
+    frame = np.random.default_rng(5).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    expected = resize_bgr(frame, (224, 224))
+
+    def rounding_otherwise(pixels, size, interpolation):
+        return cv2.resize(pixels, size, interpolation=cv2.INTER_LINEAR if interpolation == cv2.INTER_LINEAR_EXACT
+                          else interpolation)
+
+    other_opencv = types.SimpleNamespace(**{name: getattr(cv2, name) for name in dir(cv2) if not name.startswith("_")},
+                                         __version__="4.6.0")
+    other_opencv.resize = rounding_otherwise
+    assert not np.array_equal(rounding_otherwise(frame, (224, 224), cv2.INTER_LINEAR_EXACT),
+                              cv2.resize(frame, (224, 224), interpolation=cv2.INTER_LINEAR_EXACT))  # the test means something
+    monkeypatch.setattr(edge.image, "OPENCV_INSTALLED", True)
+    monkeypatch.setattr(edge.image, "_checked_opencv", None)
+    monkeypatch.setitem(sys.modules, "cv2", other_opencv)
+    for _ in range(2):
+        np.testing.assert_array_equal(resize_bgr(frame, (224, 224)), expected)
+    assert not edge.image.OPENCV_INSTALLED
+    assert caplog.text.count("resizes otherwise than the trainer") == 1
+
+
+def test_the_opencv_installed_here_is_used():
+    # The check passes on the OpenCV the tests run (the camera extra): frames take its path.
+    assert edge.image.opencv() is cv2 and not edge.image._opencv_differs(cv2)
 
 
 def test_bilinear_is_opencvs_exact_bilinear():
