@@ -2,7 +2,8 @@
 
     python scripts/bench_int8.py [--image_dir ../shared/data/flowers] [--folds 5] [--steps 4000] [--seeds 0]
         [--architecture mobilenet_v2_0.5_224] [--weights ../shared/data/weights/...0.5_224_no_top.h5]
-        [--float_layers 3,10] [--bottleneck_dir DIR] [--count] [--layer_costs]
+        [--float_layers 3,10] [--bottleneck_dir DIR] [--count] [--layer_costs] [--int8_head]
+        [--bias_correction] [--bias_images 50]
 
 The folds, the heads (`retrain-edge train`'s defaults; one per fold, with the first of --seeds)
 and the calibration images are scripts/bench_trust.py's. For each fold, TensorFlow's
@@ -12,8 +13,18 @@ calibrated model in float, and the held-out fold runs through LiteRT. Variants:
   error within the Pi 5 instruction budget);
 - the N worst layers by error alone (--float_layers);
 - cheapest first: the layers of largest error per estimated instruction, within the same budget;
-- the same default, calibrated on every training image instead of DEFAULT_CALIBRATION_IMAGES.
-Agreement is top-1 against Keras on the held-out fold: medians over folds (min..max). The cost
+- the same default, calibrated on every training image instead of DEFAULT_CALIBRATION_IMAGES;
+- --int8_head: a head fitted to the int8 backbone's own features. The backbone alone is converted
+  to full int8 (convert_model, the fold's calibration images), every photo runs through it and
+  its dequantised output is the bottleneck the head trains on (train's defaults, same seed); that
+  head on the float backbone is then converted like the others, in full int8 and by the default;
+- --bias_correction: full int8 and the default, each int8 convolution's int32 bias then shifted,
+  layer after layer in graph order (each measured with the ones before it corrected), so that the
+  mean of its dequantised output per channel over the first --bias_images calibration images
+  equals the float model's (`bias_corrected`).
+Agreement is top-1 against Keras on the held-out fold: medians over folds (min..max); accuracy
+against the photos' labels, likewise. An --int8_head variant is also compared with its own Keras
+classifier (the new head on float features). The cost
 column is the estimate of trainer.convert (Layer.float_instructions) on fold 0's model; --count
 also counts fold 0's models on the Cortex-A76 (trainer.pi_cost; `make pi-cost` builds the
 counter). --layer_costs counts fold 0's model with each convolution of a few sizes alone in float
@@ -43,8 +54,8 @@ from trainer import pi_cost  # noqa: E402
 from trainer.backbones import INPUT_MEAN, INPUT_STD, build_backbone, get_backbone, weights_id  # noqa: E402
 from trainer.bottlenecks import BottleneckCache, file_keys, image_bottlenecks, make_forward  # noqa: E402
 from trainer.convert import (  # noqa: E402
-    DEFAULT_CALIBRATION_IMAGES, FLOAT_COST_SHARE, INT8_INSTRUCTIONS_PER_MAC, calibrated_layers, calibration_paths,
-    float_layer_choice, quantized_except, quiet, tflite_converter,
+    DEBUG_IMAGES, DEFAULT_CALIBRATION_IMAGES, FLOAT_COST_SHARE, INT8_INSTRUCTIONS_PER_MAC, calibrated_layers,
+    calibration_paths, convert_model, float_layer_choice, quantized_except, quiet, tflite_converter,
 )
 from trainer.train import TrainOptions, build_classifier  # noqa: E402
 
@@ -53,6 +64,11 @@ COSTED_LAYERS = ("Conv1_relu", "expanded_conv_depthwise_relu", "block_2_depthwis
                  "block_4_depthwise_relu", "block_6_project_BN", "block_7_depthwise_relu", "block_14_depthwise_relu",
                  "block_16_project_BN", "out_relu")
 ALL_IMAGES = 10 ** 6  # calibration_paths takes every training image when asked for more
+BIASED_KINDS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+# A channel whose int8 output sits at either end of its range on nearly every element (a ReLU6
+# that is almost always off) cannot be moved by its bias: bias correction leaves it alone.
+MIN_LINEAR_SHARE = 0.05
+NEWTON_STEPS = 2  # per layer, in bias_corrected
 
 
 def cheapest_first(errors, layers) -> list[str]:
@@ -74,18 +90,112 @@ def quantized(calibrated_model: bytes, float_names: list[str]) -> bytes:
 
 
 def top1(tflite_bytes: bytes, pixels: np.ndarray) -> np.ndarray:
+    return dequantized_outputs(tflite_bytes, pixels).argmax(1)
+
+
+def dequantized_outputs(tflite_bytes: bytes, pixels: np.ndarray) -> np.ndarray:
+    """(N, outputs) float32: the model's output for each uint8 image, through LiteRT, dequantised."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_content=tflite_bytes, num_threads=1)
     interpreter.allocate_tensors()
-    input_index, output_index = (interpreter.get_input_details()[0]["index"],
-                                 interpreter.get_output_details()[0]["index"])
-    classes = []
+    input_index, output = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]
+    scale, zero_point = output["quantization"]
+    outputs = []
     for image in pixels:
         interpreter.set_tensor(input_index, image[np.newaxis])
         interpreter.invoke()
-        classes.append(int(interpreter.get_tensor(output_index)[0].argmax()))
-    return np.array(classes)
+        outputs.append(interpreter.get_tensor(output["index"])[0].astype(np.float32))
+    outputs = np.stack(outputs)
+    return (outputs - zero_point) * scale if scale else outputs
+
+
+def int8_features(backbone_model, calibration: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """Bottlenecks (N, size) through the backbone converted to full int8 as convert does, dequantised."""
+    return dequantized_outputs(convert_model(backbone_model, "int8", calibration), pixels)
+
+
+def biased_layers(tflite_bytes: bytes) -> list[tuple[str, int]]:
+    """(output tensor name, int32 bias tensor index) of each int8 convolution, in graph order."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAsModel(tflite_bytes, 0)
+    graph = model.Subgraphs(0)
+    kinds = {getattr(schema.BuiltinOperator, kind) for kind in BIASED_KINDS}
+    layers = []
+    for index in range(graph.OperatorsLength()):
+        operator = graph.Operators(index)
+        code = model.OperatorCodes(operator.OpcodeIndex())
+        inputs = operator.InputsAsNumpy()
+        if max(code.BuiltinCode(), code.DeprecatedBuiltinCode()) in kinds and len(inputs) > 2 and inputs[2] >= 0 \
+                and graph.Tensors(inputs[2]).Type() == schema.TensorType.INT32:
+            layers.append((graph.Tensors(operator.Outputs(0)).Name().decode(), int(inputs[2])))
+    return layers
+
+
+def channel_statistics(tflite_bytes: bytes, pixels: np.ndarray, names: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per channel (last axis) of each named tensor over the uint8 images (normalised for a float
+    input): (mean dequantised value, share of its elements strictly inside the int8 range, which
+    is where a bias shift moves them; 1 for a float tensor). Runs LiteRT's own kernels, without
+    XNNPACK, which would hide the intermediate tensors."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(model_content=tflite_bytes, experimental_preserve_all_tensors=True,
+                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter.allocate_tensors()
+    details = {detail["name"]: detail for detail in interpreter.get_tensor_details()}
+    model_input = interpreter.get_input_details()[0]
+    sums, linear, rows = dict.fromkeys(names, 0.0), dict.fromkeys(names, 0), dict.fromkeys(names, 0)
+    for image in pixels:
+        if model_input["dtype"] == np.float32:  # a float model takes the normalised image
+            image = (image.astype(np.float32) - INPUT_MEAN) / INPUT_STD
+        interpreter.set_tensor(model_input["index"], image[np.newaxis])
+        interpreter.invoke()
+        for name in names:
+            values = interpreter.get_tensor(details[name]["index"])
+            values = values.reshape(-1, values.shape[-1])
+            rows[name] += len(values)
+            scale, zero_point = details[name]["quantization"]
+            if values.dtype == np.int8:
+                linear[name] += np.sum((values > -128) & (values < 127), axis=0)
+                values = (values.astype(np.float64) - zero_point) * scale
+            else:
+                linear[name] += len(values)
+            sums[name] += values.sum(axis=0, dtype=np.float64)
+    return {name: (sums[name] / rows[name], linear[name] / rows[name]) for name in names}
+
+
+def with_bias_shift(tflite_bytes: bytes, bias_index: int, shift: np.ndarray) -> bytes:
+    """The model with the int32 bias tensor bias_index moved by `shift` (real units, per channel)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    data = bytearray(tflite_bytes)
+    model = schema.Model.GetRootAsModel(data, 0)
+    tensor = model.Subgraphs(0).Tensors(bias_index)
+    scales = tensor.Quantization().ScaleAsNumpy()  # input scale x each channel's weight scale
+    bias = model.Buffers(tensor.Buffer()).DataAsNumpy().view("<i4")  # a view into `data`
+    bias[:] = np.clip(bias.astype(np.int64) + np.round(shift / scales).astype(np.int64), -2 ** 31, 2 ** 31 - 1)
+    return bytes(data)
+
+
+def bias_corrected(tflite_bytes: bytes, float_bytes: bytes, pixels: np.ndarray) -> bytes:
+    """Post-training bias correction: each int8 convolution's bias shifted, in graph order, so that
+    its mean dequantised output per channel over `pixels` equals that of the same tensor in the
+    float model; each layer is measured with the layers before it already corrected.
+
+    Where a fused ReLU6 or the int8 range clips part of a channel, a shift moves the mean by the
+    shift times the share of elements left unclipped: the shift is the gap divided by that share
+    (a Newton step; NEWTON_STEPS of them, since the share changes as the shift moves elements
+    across the clipping points).
+    """
+    layers = biased_layers(tflite_bytes)
+    targets = channel_statistics(float_bytes, pixels, [name for name, _ in layers])
+    for name, bias_index in layers:
+        for _ in range(NEWTON_STEPS):
+            mean, share = channel_statistics(tflite_bytes, pixels, [name])[name]
+            shift = (targets[name][0] - mean) / np.maximum(share, MIN_LINEAR_SHARE)
+            tflite_bytes = with_bias_shift(tflite_bytes, bias_index, np.where(share >= MIN_LINEAR_SHARE, shift, 0))
+    return tflite_bytes
 
 
 def main() -> None:
@@ -94,6 +204,10 @@ def main() -> None:
     parser.add_argument("--float_layers", default="3,10", help="also the N worst layers by error alone, for each N")
     parser.add_argument("--count", action="store_true", help="count fold 0's variants on the Cortex-A76")
     parser.add_argument("--layer_costs", action="store_true", help="count fold 0's model with single layers in float")
+    parser.add_argument("--int8_head", action="store_true", help="also a head fitted to the int8 backbone's features")
+    parser.add_argument("--bias_correction", action="store_true", help="also full int8 and the default, bias-corrected")
+    parser.add_argument("--bias_images", type=int, default=DEBUG_IMAGES,
+                        help="calibration images that bias correction measures the means on")
     arguments = parser.parse_args()
     if not arguments.image_dir.is_dir():
         sys.exit(f"{arguments.image_dir} not found: pass --image_dir and --weights")
@@ -104,6 +218,8 @@ def main() -> None:
     backbone = get_backbone(arguments.architecture)
     backbone_model = build_backbone(backbone, arguments.weights, 0)
     agreements: dict[str, list[float]] = {}
+    accuracies: dict[str, list[float]] = {"Keras": []}
+    own_agreements: dict[str, list[float]] = {}  # --int8_head variants: with the Keras classifier of their own head
     fold0: dict[str, tuple[bytes, float, int]] = {}  # variant -> (model, estimated cost / full int8, layers in float)
     with tempfile.TemporaryDirectory() as work:
         cache = BottleneckCache.for_backbone(arguments.bottleneck_dir or Path(work) / "cache", backbone,
@@ -119,10 +235,11 @@ def main() -> None:
             head, _ = trained_head(options, bottlenecks[train_mask], labels[train_mask],
                                    bottlenecks[validation_mask], labels[validation_mask], len(images.labels))
             keras_top1 = head.probabilities(bottlenecks[held_out]).argmax(1)
+            accuracies["Keras"].append(float(np.mean(keras_top1 == labels[held_out])))
             model = build_classifier(backbone_model, head)
             training_files = {label: [path.name for path, keep, y in zip(paths, train_mask, labels) if keep and y == index]
                               for index, label in enumerate(images.labels)}
-            variants = {}
+            variants, own_keras = {}, {}
             for count, suffix in ((DEFAULT_CALIBRATION_IMAGES, ""), (ALL_IMAGES, ", every training image calibrates")):
                 indices = [name_to_index[name] for name in calibration_paths(training_files, count)]
                 model_bytes, errors, layers = calibrated(model, (pixels[indices].astype(np.float32) - INPUT_MEAN) / INPUT_STD)
@@ -136,13 +253,38 @@ def main() -> None:
                 for name, float_names in choices.items():
                     estimate = 1 + sum(layers[layer].float_instructions() for layer in float_names) / full_cost
                     variants[f"{name}{suffix}"] = (quantized(model_bytes, float_names), estimate, len(float_names))
+                if not suffix and arguments.bias_correction:
+                    float_model = convert_model(model, "float32")
+                    for name in ("full int8", "default: worst by error within the Pi 5 budget"):
+                        tflite_bytes, estimate, float_count = variants[name]
+                        variants[f"{name}, bias-corrected"] = (
+                            bias_corrected(tflite_bytes, float_model, pixels[indices[:arguments.bias_images]]),
+                            estimate, float_count)
+                if not suffix and arguments.int8_head:
+                    calibration = (pixels[indices].astype(np.float32) - INPUT_MEAN) / INPUT_STD
+                    features = int8_features(backbone_model, calibration, pixels)
+                    int8_head, _ = trained_head(options, features[train_mask], labels[train_mask],
+                                                features[validation_mask], labels[validation_mask], len(images.labels))
+                    head_bytes, head_errors, head_layers = calibrated(build_classifier(backbone_model, int8_head),
+                                                                      calibration)
+                    accuracies.setdefault("Keras, int8-feature head on float features", []).append(
+                        float(np.mean(int8_head.probabilities(bottlenecks[held_out]).argmax(1) == labels[held_out])))
+                    for name, float_names in (("full int8", []), ("default: worst by error within the Pi 5 budget",
+                                                                   float_layer_choice(head_errors, head_layers, None))):
+                        estimate = 1 + sum(head_layers[layer].float_instructions() for layer in float_names) / full_cost
+                        variant = f"int8-feature head, {name}"
+                        variants[variant] = (quantized(head_bytes, float_names), estimate, len(float_names))
+                        own_keras[variant] = int8_head.probabilities(bottlenecks[held_out]).argmax(1)
                 if fold == 0 and not suffix and arguments.layer_costs:
                     singles = {layer: [name for name in layers if f"/{layer}" in name.split(";")[0]]
                                for layer in COSTED_LAYERS}
                     layer_costs(model_bytes, {layer: names[0] for layer, names in singles.items() if names}, layers)
             for name, (tflite_bytes, estimate, float_count) in variants.items():
-                agreement = float(np.mean(top1(tflite_bytes, pixels[held_out]) == keras_top1))
-                agreements.setdefault(name, []).append(agreement)
+                classes = top1(tflite_bytes, pixels[held_out])
+                agreements.setdefault(name, []).append(float(np.mean(classes == keras_top1)))
+                accuracies.setdefault(name, []).append(float(np.mean(classes == labels[held_out])))
+                if name in own_keras:
+                    own_agreements.setdefault(name, []).append(float(np.mean(classes == own_keras[name])))
                 if fold == 0:
                     fold0[name] = (tflite_bytes, estimate, float_count)
 
@@ -157,16 +299,34 @@ def main() -> None:
             counted = {name: by_path[path.resolve()] for name, path in files.items()}
 
     print(f"\nint8 variants: {arguments.architecture} on {arguments.image_dir} ({len(paths)} images), {arguments.folds}-fold "
-          f"by the classic hash, seed {options.seed} heads; top-1 agreement with Keras on the held-out fold, median (min..max); "
+          f"by the classic hash, seed {options.seed} heads; top-1 agreement with Keras and accuracy on the held-out fold, "
+          f"median (min..max); own: agreement with the Keras classifier of the variant's own head; "
           f"Pi 5 budget {FLOAT_COST_SHARE:.1%}; cost of fold 0's model; {time.perf_counter() - started:.0f} s")
-    width = max(map(len, agreements)) + 2
+    print(variant_table(agreements, accuracies, own_agreements, fold0, counted))
+
+
+def spread(values: list[float]) -> str:
+    """A fraction's median over folds (min..max)."""
+    return f"{statistics.median(values):.1%} ({min(values):.1%}..{max(values):.1%})"
+
+
+def variant_table(agreements: dict[str, list[float]], accuracies: dict[str, list[float]],
+                  own_agreements: dict[str, list[float]], fold0: dict[str, tuple[bytes, float, int]],
+                  counted: dict[str, int]) -> str:
+    """The printed table: a row per variant (then the Keras classifiers' accuracy), figures per fold."""
+    width = max(map(len, accuracies)) + 2
     full = counted.get("full int8")
-    print(f"{'variant':<{width}}{'float':>6}  {'agreement':<22}{'A76 estimate':>13}{'A76 counted':>20}")
+    lines = [f"{'variant':<{width}}{'float':>6}  {'agreement':<22}{'accuracy':<22}{'own':<22}{'A76 estimate':>13}"
+             f"{'A76 counted':>20}"]
     for name, values in agreements.items():
         _, estimate, float_count = fold0[name]
         count_text = f"{counted[name] / 1e6:.1f} M ({counted[name] / full:.3f}x)" if counted else "n/a (--count)"
-        print(f"{name:<{width}}{float_count:>6}  {statistics.median(values):.1%} ({min(values):.1%}..{max(values):.1%})"
-              f"{estimate:>11.3f}x{count_text:>20}")
+        own = spread(own_agreements[name]) if name in own_agreements else ""
+        lines.append(f"{name:<{width}}{float_count:>6}  {spread(values):<22}{spread(accuracies[name]):<22}{own:<22}"
+                     f"{estimate:>12.3f}x{count_text:>20}")
+    lines.extend(f"{name:<{width}}{'':>6}  {'':<22}{spread(values):<22}" for name, values in accuracies.items()
+                 if name not in agreements)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def layer_costs(calibrated_model: bytes, singles: dict[str, str], layers) -> None:
