@@ -15,8 +15,9 @@ int8 and as convert's default (the same layers in float as the min-max model's c
   histogram of the values (`activation_histograms`), then quantised as convert does;
 - ai-edge-quantizer 0.10's static int8 recipes on the float32 .tflite, by scripts/aeq_quantize.py
   in its own venv: per-image min/max by moving average (its default) or the min/max of all images
-  (TensorFlow's), weights by min-max, MSE or OCTAV, and the moving average with the default's
-  layers in float. Make that venv once (without it these rows are skipped, with one line saying so):
+  (TensorFlow's), weights by min-max, MSE or OCTAV; with the default's layers in float; with the
+  MSE ranges above instead of its own ("given ranges"). Make that venv once (without it, these
+  rows are skipped with one line saying so):
       python3 -m venv ~/.cache/retrain-edge/aeq-venv
       ~/.cache/retrain-edge/aeq-venv/bin/pip install ai-edge-quantizer==0.10.0
 Every model runs the held-out fold through the edge runtime (edge.model.load_model: uint8, int8 or
@@ -62,6 +63,8 @@ FEATURE_MAP_OPERATORS = ("CONV_2D", "DEPTHWISE_CONV_2D", "ADD")
 MSE_FACTORS = np.linspace(0.05, 1.0, 96)
 AEQ_PYTHON = Path.home() / ".cache" / "retrain-edge" / "aeq-venv" / "bin" / "python"
 RANGES = ("99.9th percentile", "99.99th percentile", "MSE")
+AEQ_RANGES = "MSE"  # the ranges given to ai-edge-quantizer's "given ranges" recipes
+FULL, DEFAULT = "full int8, min-max (TensorFlow)", "default, min-max (TensorFlow)"  # the baselines
 
 
 def feature_maps(calibrated_model: bytes) -> dict[int, tuple[float, float]]:
@@ -164,16 +167,20 @@ def clipped_ranges(calibrated_model: bytes, calibration: np.ndarray) -> dict[str
 
 
 def aeq_models(aeq_python: Path, float_model: bytes, calibration: np.ndarray, float_names: list[str],
-               work: Path) -> dict[str, bytes]:
-    """ai-edge-quantizer's recipes (scripts/aeq_quantize.py in its venv) -> recipe name -> model."""
+               ranges: dict[str, tuple[float, float]], work: Path) -> dict[str, bytes]:
+    """ai-edge-quantizer's recipes (scripts/aeq_quantize.py in its venv) -> recipe name -> model.
+
+    float_names: output tensors of layers to keep in float; ranges: tensor name -> activation range
+    to use instead of the calibrated one (both for the recipes that take them)."""
     out = work / "aeq"
     out.mkdir(exist_ok=True)
     (work / "float.tflite").write_bytes(float_model)
     np.save(work / "calibration.npy", calibration)
     (work / "float_names.json").write_text(json.dumps(float_names))
+    (work / "ranges.json").write_text(json.dumps(ranges))
     result = subprocess.run([str(aeq_python), str(REPO / "scripts" / "aeq_quantize.py"), str(work / "float.tflite"),
-                             str(work / "calibration.npy"), str(out), "--float_names", str(work / "float_names.json")],
-                            capture_output=True, text=True)
+                             str(work / "calibration.npy"), str(out), "--float_names", str(work / "float_names.json"),
+                             "--ranges", str(work / "ranges.json")], capture_output=True, text=True)
     if result.returncode:
         sys.exit(f"scripts/aeq_quantize.py failed:\n{result.stderr[-3000:]}")
     return {name: (out / f"{name}.tflite").read_bytes() for name in result.stdout.split()}
@@ -196,7 +203,7 @@ def main() -> None:
     images, paths, labels = photos(arguments.image_dir)
     backbone = get_backbone(arguments.architecture)
     backbone_model = build_backbone(backbone, arguments.weights, 0)
-    agreements: dict[str, list[float]] = {}
+    agrees: dict[str, list[np.ndarray]] = {}  # variant -> per fold, whether each held-out photo agrees with Keras
     accuracies: dict[str, list[float]] = {}
     fold0: dict[str, bytes] = {}
     with tempfile.TemporaryDirectory() as work:
@@ -221,18 +228,18 @@ def main() -> None:
             calibration = (pixels[indices].astype(np.float32) - INPUT_MEAN) / INPUT_STD
             model_bytes, errors, layers = calibrated(model, calibration)
             default = float_layer_choice(errors, layers, None)
-            variants = {"full int8, min-max (TensorFlow)": quantized(model_bytes, []),
-                        "default, min-max (TensorFlow)": quantized(model_bytes, default)}
-            for name, ranges in clipped_ranges(model_bytes, calibration).items():
-                clipped = with_ranges(model_bytes, ranges)
-                variants[f"full int8, {name}"] = quantized(clipped, [])
-                variants[f"default, {name}"] = quantized(clipped, default)
+            variants = {FULL: quantized(model_bytes, []), DEFAULT: quantized(model_bytes, default)}
+            clipped = clipped_ranges(model_bytes, calibration)
+            for name, ranges in clipped.items():
+                variants[f"full int8, {name}"] = quantized(with_ranges(model_bytes, ranges), [])
+                variants[f"default, {name}"] = quantized(with_ranges(model_bytes, ranges), default)
             if use_aeq:
-                variants.update(aeq_models(arguments.aeq_python, convert_model(model, "float32"), calibration,
-                                           default, work))
+                names = tensor_names(model_bytes)
+                variants.update(aeq_models(arguments.aeq_python, convert_model(model, "float32"), calibration, default,
+                                           {names[index]: bounds for index, bounds in clipped[AEQ_RANGES].items()}, work))
             for name, tflite_bytes in variants.items():
                 top1 = tflite_scores(tflite_bytes, images.labels, pixels[held_out], work)[0].argmax(1)
-                agreements.setdefault(name, []).append(float(np.mean(top1 == keras_top1)))
+                agrees.setdefault(name, []).append(top1 == keras_top1)
                 accuracies.setdefault(name, []).append(float(np.mean(top1 == labels[held_out])))
                 if fold == 0:
                     fold0[name] = tflite_bytes
@@ -251,16 +258,30 @@ def main() -> None:
     print(f"\nint8 candidates: {arguments.architecture} on {arguments.image_dir} ({len(paths)} images), {arguments.folds}-fold "
           f"by the classic hash, seed {options.seed} heads; on the held-out fold, median (min..max); Keras accuracy "
           f"{summary(accuracies['Keras'])}; A76 count of fold 0's model; {time.perf_counter() - started:.0f} s")
-    width = max(map(len, agreements)) + 2
-    full = counted.get("full int8, min-max (TensorFlow)")
-    print(f"{'variant':<{width}}{'agreement':<24}{'accuracy':<24}{'A76 counted':>20}")
-    for name, values in agreements.items():
+    print("agreement and accuracy: median (min..max) over folds; vs full int8 and vs default: photos over all folds "
+          "that agree with Keras here and not in TensorFlow's full int8 (or default) model, and the other way round")
+    width = max(map(len, agrees)) + 2
+    full = counted.get(FULL)
+    print(f"{'variant':<{width}}{'agreement':<24}{'accuracy':<24}{'vs full int8':>13}{'vs default':>12}{'A76 counted':>20}")
+    for name, folds in agrees.items():
         count_text = f"{counted[name] / 1e6:.1f} M ({counted[name] / full:.3f}x)" if counted else "n/a (--count)"
-        print(f"{name:<{width}}{summary(values):<24}{summary(accuracies[name]):<24}{count_text:>20}")
+        print(f"{name:<{width}}{summary([float(np.mean(fold)) for fold in folds]):<24}{summary(accuracies[name]):<24}"
+              f"{paired(folds, agrees[FULL]):>13}{paired(folds, agrees[DEFAULT]):>12}{count_text:>20}")
 
 
 def summary(values: list[float]) -> str:
     return f"{statistics.median(values):.1%} ({min(values):.1%}..{max(values):.1%})"
+
+
+def paired(folds: list[np.ndarray], baseline: list[np.ndarray]) -> str:
+    """+photos that agree only here / -photos that agree only in the baseline, over all folds."""
+    return f"+{sum(int(np.sum(a & ~b)) for a, b in zip(folds, baseline))}/-{sum(int(np.sum(b & ~a)) for a, b in zip(folds, baseline))}"
+
+
+def tensor_names(tflite_bytes: bytes) -> list[str]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    return [detail["name"] for detail in Interpreter(model_content=tflite_bytes).get_tensor_details()]
 
 
 if __name__ == "__main__":

@@ -76,9 +76,12 @@ def test_aeq_quantize_writes_int8_models_when_its_venv_is_at_hand(tmp_path):
     float_model = convert_model(model, "float32")
     kept = [detail["name"] for detail in Interpreter(model_content=float_model).get_tensor_details()
             if "kept" in detail["name"] and detail["shape"].tolist() == [1, 8, 8, 4]]
-    models = bench.aeq_models(bench.AEQ_PYTHON, float_model, calibration, kept, tmp_path)
-    assert len(models) == 5 and "aeq_minmax_moving_average_float_layers" in models  # scripts/aeq_quantize.py's RECIPES
+    models = bench.aeq_models(bench.AEQ_PYTHON, float_model, calibration, kept, {kept[0]: (0.0, 0.5)}, tmp_path)
+    assert len(models) == 8  # scripts/aeq_quantize.py's RECIPES
     for name, tflite_bytes in models.items():
-        interpreter = Interpreter(model_content=tflite_bytes)
-        dtypes = {detail["name"]: detail["dtype"] for detail in interpreter.get_tensor_details()}
-        assert (dtypes[kept[0]] == np.float32) == name.endswith("float_layers"), name
+        details = {detail["name"]: detail for detail in Interpreter(model_content=tflite_bytes).get_tensor_details()}
+        assert (details[kept[0]]["dtype"] == np.float32) == name.endswith("float_layers"), name
+        if "given_ranges" in name and not name.endswith("float_layers"):
+            assert details[kept[0]]["quantization"][0] == pytest.approx(0.5 / 255)
+    with pytest.raises(SystemExit, match="not tensors of"):  # a name of another conversion is not silently ignored
+        bench.aeq_models(bench.AEQ_PYTHON, float_model, calibration, ["another/conversion"], {}, tmp_path)
