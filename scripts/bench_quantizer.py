@@ -35,7 +35,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -45,16 +44,10 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 import numpy as np  # noqa: E402
 
-from bench_int8 import calibrated, quantized  # noqa: E402
-from bench_trust import fold_sets, head_arguments, photos, tflite_scores, trained_head  # noqa: E402
-from edge.image import load_rgb  # noqa: E402
+from bench_int8 import Study, calibrated, quantized  # noqa: E402
+from bench_trust import head_arguments, tflite_scores  # noqa: E402
 from trainer import pi_cost  # noqa: E402
-from trainer.backbones import INPUT_MEAN, INPUT_STD, build_backbone, get_backbone, weights_id  # noqa: E402
-from trainer.bottlenecks import BottleneckCache, file_keys, image_bottlenecks, make_forward  # noqa: E402
-from trainer.convert import (  # noqa: E402
-    DEFAULT_CALIBRATION_IMAGES, calibration_paths, convert_model, float_layer_choice,
-)
-from trainer.train import TrainOptions, build_classifier  # noqa: E402
+from trainer.convert import DEFAULT_CALIBRATION_IMAGES, convert_model, float_layer_choice  # noqa: E402
 
 HISTOGRAM_BINS = 2048  # per feature map, over the range the calibrator recorded
 LEVELS = 256  # int8
@@ -199,34 +192,15 @@ def main() -> None:
     use_aeq = arguments.aeq_python.is_file()
     if not use_aeq:
         print(f"ai-edge-quantizer rows skipped: no {arguments.aeq_python} (see this script's docstring)", file=sys.stderr)
-    started = time.perf_counter()
-    images, paths, labels = photos(arguments.image_dir)
-    backbone = get_backbone(arguments.architecture)
-    backbone_model = build_backbone(backbone, arguments.weights, 0)
+    study = Study(arguments)
     agrees: dict[str, list[np.ndarray]] = {}  # variant -> per fold, whether each held-out photo agrees with Keras
     accuracies: dict[str, list[float]] = {}
     fold0: dict[str, bytes] = {}
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
-        cache = BottleneckCache.for_backbone(arguments.bottleneck_dir or work / "cache", backbone,
-                                             weights_id(arguments.weights, 0))
-        bottlenecks = image_bottlenecks(paths, file_keys(paths), backbone.input_size, make_forward(backbone_model), cache)
-        pixels = np.stack([load_rgb(path, backbone.input_size) for path in paths])
-        name_to_index = {path.name: index for index, path in enumerate(paths)}
-        for fold in range(arguments.folds):
-            print(f"fold {fold + 1}/{arguments.folds} ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
-            train_mask, validation_mask, held_out = fold_sets([path.name for path in paths], fold, arguments.folds)
-            options = TrainOptions(image_dir=Path("."), how_many_training_steps=arguments.steps,
-                                   seed=int(arguments.seeds.split(",")[0]))
-            head, _ = trained_head(options, bottlenecks[train_mask], labels[train_mask],
-                                   bottlenecks[validation_mask], labels[validation_mask], len(images.labels))
-            keras_top1 = head.probabilities(bottlenecks[held_out]).argmax(1)
-            model = build_classifier(backbone_model, head)
-            training_files = {label: [path.name for path, keep, y in zip(paths, train_mask, labels) if keep and y == index]
-                              for index, label in enumerate(images.labels)}
-            indices = [name_to_index[name] for name in calibration_paths(training_files, DEFAULT_CALIBRATION_IMAGES)]
-            calibration = (pixels[indices].astype(np.float32) - INPUT_MEAN) / INPUT_STD
-            model_bytes, errors, layers = calibrated(model, calibration)
+        for fold in study.folds(work):
+            calibration = study.calibration(fold, DEFAULT_CALIBRATION_IMAGES)
+            model_bytes, errors, layers = calibrated(fold.model, calibration)
             default = float_layer_choice(errors, layers, None)
             variants = {FULL: quantized(model_bytes, []), DEFAULT: quantized(model_bytes, default)}
             clipped = clipped_ranges(model_bytes, calibration)
@@ -235,15 +209,15 @@ def main() -> None:
                 variants[f"default, {name}"] = quantized(with_ranges(model_bytes, ranges), default)
             if use_aeq:
                 names = tensor_names(model_bytes)
-                variants.update(aeq_models(arguments.aeq_python, convert_model(model, "float32"), calibration, default,
+                variants.update(aeq_models(arguments.aeq_python, convert_model(fold.model, "float32"), calibration, default,
                                            {names[index]: bounds for index, bounds in clipped[AEQ_RANGES].items()}, work))
             for name, tflite_bytes in variants.items():
-                top1 = tflite_scores(tflite_bytes, images.labels, pixels[held_out], work)[0].argmax(1)
-                agrees.setdefault(name, []).append(top1 == keras_top1)
-                accuracies.setdefault(name, []).append(float(np.mean(top1 == labels[held_out])))
-                if fold == 0:
+                top1 = tflite_scores(tflite_bytes, study.images.labels, study.pixels[fold.held_out], work)[0].argmax(1)
+                agrees.setdefault(name, []).append(top1 == fold.keras_top1)
+                accuracies.setdefault(name, []).append(float(np.mean(top1 == study.labels[fold.held_out])))
+                if fold.number == 0:
                     fold0[name] = tflite_bytes
-            accuracies.setdefault("Keras", []).append(float(np.mean(keras_top1 == labels[held_out])))
+            accuracies.setdefault("Keras", []).append(float(np.mean(fold.keras_top1 == study.labels[fold.held_out])))
 
         counted = {}
         if arguments.count:
@@ -255,9 +229,8 @@ def main() -> None:
             by_path = {cost.model: cost.invoke for cost in costs}
             counted = {name: by_path[path.resolve()] for name, path in files.items()}
 
-    print(f"\nint8 candidates: {arguments.architecture} on {arguments.image_dir} ({len(paths)} images), {arguments.folds}-fold "
-          f"by the classic hash, seed {options.seed} heads; on the held-out fold, median (min..max); Keras accuracy "
-          f"{summary(accuracies['Keras'])}; A76 count of fold 0's model; {time.perf_counter() - started:.0f} s")
+    print(f"\nint8 candidates: {study.description()}; Keras accuracy {summary(accuracies['Keras'])}; "
+          f"A76 count of fold 0's model; {study.seconds():.0f} s")
     print("agreement and accuracy: median (min..max) over folds; vs full int8 and vs default: photos over all folds "
           "that agree with Keras here and not in TensorFlow's full int8 (or default) model, and the other way round")
     width = max(map(len, agrees)) + 2
