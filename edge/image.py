@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import logging
 import warnings
 from pathlib import Path
 
@@ -31,6 +32,9 @@ DRAFT_FACTORS = (8, 4, 2, 1)
 # OpenCV (the camera extra; the device's base install has none) resizes for far fewer
 # instructions than NumPy or Pillow (`opencv`).
 OPENCV_INSTALLED = importlib.util.find_spec("cv2") is not None
+_checked_opencv = None  # OpenCV's module, once `opencv` found that it computes this module's values
+
+logger = logging.getLogger(__name__)
 
 
 class ImageError(ValueError):
@@ -91,7 +95,9 @@ def resize_rgb(image: Image.Image | np.ndarray, size: tuple[int, int]) -> np.nda
 def _bilinear_taps(source: int, target: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """For each of `target` outputs along one axis: the two source indices and their 8-bit
     weights (summing to 256), sampled at pixel centres; outside the source, its edge pixel."""
-    position = (np.arange(target) + 0.5) * (source / target) - 0.5
+    # OpenCV's scale is the reciprocal of target / source: for some sizes (501 to 256) a unit in
+    # the last place from source / target, enough to tip a weight that lands halfway.
+    position = (np.arange(target) + 0.5) * (1 / (target / source)) - 0.5
     first = np.floor(position).astype(np.intp)
     far = np.rint((position - first) * 256).astype(np.int32)  # rint: ties to even, as OpenCV rounds
     outside = (first < 0) | (first >= source - 1)
@@ -139,20 +145,42 @@ def bilinear(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def opencv():
-    """OpenCV's module where it is installed and loads, else None. Imported on first use, by a
-    camera frame: the trainer and file classification import this module too, and have no use
-    for OpenCV's start-up."""
-    global OPENCV_INSTALLED
-    if OPENCV_INSTALLED:
+    """OpenCV's module where it is installed, loads and computes this module's values, else None.
+
+    Imported on first use, by a camera frame: the trainer and file classification import this
+    module too, and have no use for OpenCV's start-up. Then OpenCV resizes a small frame each way
+    `_opencv_resize_bgr` can, and must give Pillow's and NumPy's values: an OpenCV other than the
+    one the tests ran (a distribution's, an older wheel) that rounds otherwise is left unused, with
+    a warning, rather than feed the model pixels the trainer never computes.
+    """
+    global OPENCV_INSTALLED, _checked_opencv
+    if OPENCV_INSTALLED and _checked_opencv is None:
         try:
             import cv2
         except ImportError:
             # Installed but unloadable (opencv-python without libGL, as on Raspberry Pi OS Lite):
             # Pillow and NumPy compute the same pixels, and no later frame tries again.
             OPENCV_INSTALLED = False
-        else:
-            return cv2
-    return None
+            return None
+        if _opencv_differs(cv2):
+            logger.warning("OpenCV %s resizes otherwise than the trainer: frames are resized without it, "
+                           "for more CPU", cv2.__version__)
+            OPENCV_INSTALLED = False
+            return None
+        _checked_opencv = cv2
+    return _checked_opencv if OPENCV_INSTALLED else None
+
+
+def _opencv_differs(cv2) -> bool:
+    """Whether OpenCV resizes a random 64x48 frame otherwise than Pillow and NumPy do, at sizes
+    that take each of its steps: halving then bilinear, halving twice then a box of 2, enlarging."""
+    frame = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    for size in ((16, 20), (11, 7), (96, 96)):
+        factor = draft_factor((64, 48), size)
+        resized = _opencv_resize_bgr(cv2, frame, factor, size)
+        if resized is None or not np.array_equal(resized, resize_rgb(shrink_bgr(frame, factor), size)):
+            return True
+    return False
 
 
 def draft_factor(image_size: tuple[int, int], size: tuple[int, int]) -> int:

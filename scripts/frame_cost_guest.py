@@ -31,10 +31,12 @@ BASELINE = "whole frame, antialiased bilinear"  # resize_bgr before it shrank th
 PILLOW_SHRINK = "Pillow reduce 1/2, antialiased bilinear"  # then before OpenCV halved the frame
 PREVIOUS = "OpenCV area 1/2, antialiased bilinear"  # then before the bilinear step became exact integers
 CURRENT = f"resize_bgr: {'OpenCV' if OPENCV_INSTALLED else 'Pillow reduce 1/2, NumPy bilinear'}"  # classify_frame's
-# Frames opencv_differences compares: (height, width), the last four not halved by OpenCV.
-FRAME_SHAPES = ((480, 640), (240, 320), (1080, 1920), (96, 128), (56, 40), (482, 642), (481, 643), (35, 47))
-# Sizes (height, width) the bilinear step is compared at: up and down, odd and even.
-BILINEAR_SIZES = ((224, 224), (160, 96), (97, 33), (500, 300), (128, 128), (160, 160))
+# Frames opencv_differences compares: (height, width), camera sizes, small frames the model sizes
+# enlarge, and sides that a halving or box of 2 does not divide (OpenCV leaves those to Pillow).
+FRAME_SHAPES = ((480, 640), (240, 320), (1080, 1920), (96, 128), (56, 40), (482, 642), (481, 643), (35, 49))
+# Sizes (height, width) the bilinear step is compared at: up and down, odd and even, and 256, where
+# OpenCV's scale for a side of 49 is not 49 / 256 (edge.image._bilinear_taps).
+BILINEAR_SIZES = ((224, 224), (160, 96), (97, 33), (500, 300), (128, 128), (160, 160), (256, 256))
 
 
 def bgr_image(frame: np.ndarray) -> Image.Image:

@@ -8,6 +8,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import types
 import zlib
 from pathlib import Path
 
@@ -162,14 +163,16 @@ def test_bgr_frames_are_shrunk_as_the_trainer_decodes_them_then_resized(monkeypa
     # without it (the device's base install): the frame halved log2(draft_factor) times by
     # Pillow's reduce, then the trainer's resize, of the same image in RGB order. The sizes take
     # OpenCV's every path: halved 0, 1, 2 and 3 times, box steps of (1, 1), (2, 1) and (2, 2),
-    # and the sides and boxes it leaves to Pillow.
+    # and the sides and boxes it leaves to Pillow; and a --crop region of 501 rows, where OpenCV's
+    # bilinear scale is not 501 / 256.
     assert edge.image.OPENCV_INSTALLED  # the camera extra is installed here: its path is the one tested
     monkeypatch.setattr(edge.image, "OPENCV_INSTALLED", opencv)
     rng = np.random.default_rng(2)
     for (height, width), size in (((480, 640), (224, 224)), ((480, 640), (128, 128)), ((480, 640), (160, 160)),
                                   ((240, 320), (120, 160)), ((37, 53), TINY_SIZE), ((8, 8), (16, 12)),
                                   ((481, 643), (96, 96)), ((482, 642), (96, 96)), ((1080, 1920), (224, 224)),
-                                  ((2048, 2048), (100, 100)), ((480, 640), (60, 60)), ((300, 1000), (224, 224))):
+                                  ((2048, 2048), (100, 100)), ((480, 640), (60, 60)), ((300, 1000), (224, 224)),
+                                  ((501, 400), (256, 256))):
         padded = rng.integers(0, 256, (height, width + 5, 3), dtype=np.uint8)
         frame = padded[:, :width]
         rgb = Image.fromarray(np.ascontiguousarray(frame[..., ::-1]))
@@ -195,19 +198,51 @@ def test_an_opencv_that_does_not_load_leaves_frames_to_pillow(monkeypatch):
     frame = np.random.default_rng(3).integers(0, 256, (480, 640, 3), dtype=np.uint8)
     expected = resize_bgr(frame, (224, 224))
     monkeypatch.setattr(edge.image, "OPENCV_INSTALLED", True)
+    monkeypatch.setattr(edge.image, "_checked_opencv", None)
     monkeypatch.setitem(sys.modules, "cv2", None)  # `import cv2` now raises ImportError
     for _ in range(2):  # the first frame finds out, the second no longer tries
         np.testing.assert_array_equal(resize_bgr(frame, (224, 224)), expected)
     assert not edge.image.OPENCV_INSTALLED
 
 
+def test_an_opencv_that_rounds_otherwise_is_left_unused(monkeypatch, caplog):
+    # An OpenCV whose INTER_LINEAR_EXACT rounds otherwise (here standing in: its plain
+    # INTER_LINEAR) would feed the model pixels the trainer never computed: the first frame finds
+    # out, warns, and frames are resized as without OpenCV.
+    frame = np.random.default_rng(5).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    expected = resize_bgr(frame, (224, 224))
+
+    def rounding_otherwise(pixels, size, interpolation):
+        return cv2.resize(pixels, size, interpolation=cv2.INTER_LINEAR if interpolation == cv2.INTER_LINEAR_EXACT
+                          else interpolation)
+
+    other_opencv = types.SimpleNamespace(**{name: getattr(cv2, name) for name in dir(cv2) if not name.startswith("_")},
+                                         __version__="4.6.0")
+    other_opencv.resize = rounding_otherwise
+    assert not np.array_equal(rounding_otherwise(frame, (224, 224), cv2.INTER_LINEAR_EXACT),
+                              cv2.resize(frame, (224, 224), interpolation=cv2.INTER_LINEAR_EXACT))  # the test means something
+    monkeypatch.setattr(edge.image, "OPENCV_INSTALLED", True)
+    monkeypatch.setattr(edge.image, "_checked_opencv", None)
+    monkeypatch.setitem(sys.modules, "cv2", other_opencv)
+    for _ in range(2):
+        np.testing.assert_array_equal(resize_bgr(frame, (224, 224)), expected)
+    assert not edge.image.OPENCV_INSTALLED
+    assert caplog.text.count("resizes otherwise than the trainer") == 1
+
+
+def test_the_opencv_installed_here_is_used():
+    # The check passes on the OpenCV the tests run (the camera extra): frames take its path.
+    assert edge.image.opencv() is cv2 and not edge.image._opencv_differs(cv2)
+
+
 def test_bilinear_is_opencvs_exact_bilinear():
     # The trainer's bilinear step (NumPy) and OpenCV's INTER_LINEAR_EXACT, which computes a camera
     # frame's: the same values at every size, down and up, odd and even, including the sizes where
-    # a weight lands halfway between two of 1/256 (OpenCV rounds those to even).
+    # a weight lands halfway between two of 1/256 (OpenCV rounds those to even), and those where
+    # OpenCV's scale, 1 / (256 / 501), is a unit in the last place above 501 / 256.
     rng = np.random.default_rng(4)
     sizes = [((240, 320), (224, 224)), ((626, 389), (366, 256)), ((663, 170), (256, 216)), ((507, 369), (256, 45)),
-             ((1, 1), (3, 5)), ((2, 9), (1, 1)), ((448, 448), (224, 224))]
+             ((1, 1), (3, 5)), ((2, 9), (1, 1)), ((448, 448), (224, 224)), ((501, 845), (256, 227))]
     sizes += [(tuple(rng.integers(1, 400, 2)), tuple(rng.integers(1, 300, 2))) for _ in range(300)]
     for index, (source, target) in enumerate(sizes):
         channels = (1, 3, 4)[index % 3]
