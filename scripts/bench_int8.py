@@ -147,6 +147,16 @@ class Study:
         return (self.pixels[indices].astype(np.float32) - INPUT_MEAN) / INPUT_STD
 
 
+def a76_counts(models: dict[str, bytes], work: Path) -> dict[str, int]:
+    """Name -> instructions per invoke on the Cortex-A76 (one count each: they repeat exactly)."""
+    files = {}
+    for index, (name, tflite_bytes) in enumerate(models.items()):
+        files[name] = work / f"variant{index}.tflite"
+        files[name].write_bytes(tflite_bytes)
+    by_path = {cost.model: cost.invoke for cost in pi_cost.count(list(files.values()), cpus=("cortex-a76",), repeats=1)}
+    return {name: by_path[path.resolve()] for name, path in files.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     head_arguments(parser)
@@ -187,15 +197,7 @@ def main() -> None:
                 if fold.number == 0:
                     fold0[name] = (tflite_bytes, estimate, float_count)
 
-        counted = {}
-        if arguments.count:
-            files = {}
-            for index, (name, (tflite_bytes, _, _)) in enumerate(fold0.items()):
-                files[name] = Path(work) / f"variant{index}.tflite"
-                files[name].write_bytes(tflite_bytes)
-            costs = pi_cost.count(list(files.values()), cpus=("cortex-a76",), repeats=1)
-            by_path = {cost.model: cost.invoke for cost in costs}
-            counted = {name: by_path[path.resolve()] for name, path in files.items()}
+        counted = a76_counts({name: model for name, (model, _, _) in fold0.items()}, Path(work)) if arguments.count else {}
 
     print(f"\nint8 variants: {study.description()}; top-1 agreement with Keras on the held-out fold, median (min..max); "
           f"Pi 5 budget {FLOAT_COST_SHARE:.1%}; cost of fold 0's model; {study.seconds():.0f} s")

@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 import numpy as np  # noqa: E402
 
-from bench_int8 import Study, calibrated, quantized  # noqa: E402
+from bench_int8 import Study, a76_counts, calibrated, quantized  # noqa: E402
 from bench_trust import head_arguments, tflite_scores  # noqa: E402
 from trainer import pi_cost  # noqa: E402
 from trainer.convert import DEFAULT_CALIBRATION_IMAGES, convert_model, float_layer_choice  # noqa: E402
@@ -219,15 +219,7 @@ def main() -> None:
                     fold0[name] = tflite_bytes
             accuracies.setdefault("Keras", []).append(float(np.mean(fold.keras_top1 == study.labels[fold.held_out])))
 
-        counted = {}
-        if arguments.count:
-            files = {}
-            for index, (name, tflite_bytes) in enumerate(fold0.items()):
-                files[name] = work / f"variant{index}.tflite"
-                files[name].write_bytes(tflite_bytes)
-            costs = pi_cost.count(list(files.values()), cpus=("cortex-a76",), repeats=1)
-            by_path = {cost.model: cost.invoke for cost in costs}
-            counted = {name: by_path[path.resolve()] for name, path in files.items()}
+        counted = a76_counts(fold0, work) if arguments.count else {}
 
     print(f"\nint8 candidates: {study.description()}; Keras accuracy {summary(accuracies['Keras'])}; "
           f"A76 count of fold 0's model; {study.seconds():.0f} s")
