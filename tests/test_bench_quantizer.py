@@ -30,6 +30,12 @@ def test_mse_range_clips_a_lone_outlier_and_keeps_a_uniform_range():
     assert bench.mse_range(np.full(2048, 10), -1.0, 1.0) == (-1.0, 1.0)
 
 
+def test_paired_counts_photos_gained_and_lost_over_all_folds():
+    here = [np.array([True, True, False]), np.array([True, False])]
+    baseline = [np.array([False, True, True]), np.array([False, False])]
+    assert bench.paired(here, baseline) == "+2/-1"
+
+
 @pytest.fixture(scope="module")
 def tiny_calibrated():
     """A calibrated (not yet quantised) conv + ReLU + add model, with its calibration images."""
