@@ -187,7 +187,7 @@ def test_quantize_gives_uint8_in_and_out_agreeing_with_keras(output_dir):
     # The default leaves the worst layers that fit the Pi 5 budget in float, and corrects the biases.
     assert proof["float_layers"] > 0 and float_tensors(output_dir / "model.tflite") >= proof["float_layers"]
     assert proof["bias_correction"] is True
-    assert re.search(rf"layers in float / bias correction +{proof['float_layers']} / on\n", result.output)
+    assert re.search(rf"layers in float / bias correction +{proof['float_layers']} / on \(\d+ s\)\n", result.output)
 
 
 def test_float_layer_choice_gives_an_expensive_bad_layer_up_by_default():
@@ -433,6 +433,8 @@ def test_convert_corrects_the_int8_biases_unless_told_not_to(output_dir):
         assert result.exit_code == 0, result.output
         proof = json.loads((output_dir / "run.json").read_text())["conversion"]["int8"]
         assert proof["bias_correction"] is (flag == "--bias_correction")
+        assert (proof["bias_correction_seconds"] > 0) is proof["bias_correction"]
+        assert proof["bias_correction_seconds"] < proof["conversion_seconds"]
         assert re.search(r"layers in float / bias correction +0 / (on|off)", result.output).group(1) == \
             ("on" if flag == "--bias_correction" else "off")
         models[flag] = target.read_bytes()

@@ -72,14 +72,18 @@ DEBUG_IMAGES = 50
 # Layers left in float hold at most this share of the model's weights: each float weight takes
 # 4 bytes instead of 1, so the file grows by at most 3 x this share of the int8 one.
 FLOAT_WEIGHTS_SHARE = 0.05
-# Bias correction (int8 only) measures each channel's mean output on this many calibration images.
-BIAS_CORRECTION_IMAGES = DEBUG_IMAGES
+# Bias correction (int8 only) measures each channel's mean output on this many calibration images,
+# with this many runs of the model per depth of convolutions (see bias_corrected). On the flowers
+# (docs/pi-cost.md) 10 and 1 kept the default's agreement of 50 and 2, at a tenth of the runs: the
+# difference between 10 and 50 images was one photo in the worst fold. An Inception v3 takes about
+# a minute for it on 2 cores; each run is the whole model on LiteRT's builtin kernels.
+BIAS_CORRECTION_IMAGES = 10
 # Operators whose int32 bias bias correction shifts.
 BIASED_KINDS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 # A channel whose int8 output sits at either end of its range on nearly every element (a ReLU6
 # that is almost always off) cannot be moved by its bias: bias correction leaves it alone.
 MIN_LINEAR_SHARE = 0.05
-BIAS_NEWTON_STEPS = 2  # per layer, in bias_corrected
+BIAS_NEWTON_STEPS = 1
 
 
 @dataclass
@@ -117,6 +121,7 @@ class ConversionReport:
     test_count: int
     float_layers: int = 0  # int8: layers left in float
     bias_correction: bool = False  # int8: biases shifted to the float model's channel means (bias_corrected)
+    bias_correction_seconds: float = 0.0  # of conversion_seconds
     validation_count: int = 0
     validation_agreement: float | None = None  # top-1 agreement with Keras on the validation split
     keras_accuracy: float | None = None
@@ -147,7 +152,8 @@ class ConversionReport:
              "n/a" if self.median_latency_ms is None else f"{self.median_latency_ms:.1f} ms/image"),
             ("input / output", "float32 / float32", f"{self.input_dtype} / {self.output_dtype}"),
             *([("layers in float / bias correction", "",
-                f"{self.float_layers} / {'on' if self.bias_correction else 'off (--bias_correction)'}")]
+                f"{self.float_layers} / " + (f"on ({self.bias_correction_seconds:.0f} s)" if self.bias_correction
+                                             else "off (--bias_correction)"))]
               if self.mode == "int8" else []),
             *((f"instructions per invoke, {pi_cost.PI_NAMES[cpu]} ({cpu})", "",
                f"{self.pi_instructions[cpu] / 1e6:.1f} M" if self.pi_instructions else "n/a (--pi_cost)")
@@ -211,7 +217,7 @@ def convert(options: ConvertOptions) -> ConversionReport:
 
     started = time.perf_counter()
     float_layers = options.float_layers if options.quantization == "int8" else 0
-    tflite_bytes, float_names = converted_model(model, options.quantization, calibration, options.verbose, float_layers,
+    tflite_bytes, float_names, bias_seconds = converted_model(model, options.quantization, calibration, options.verbose, float_layers,
                                                 bias_pixels, (source.input_mean, source.input_std))
     if float_names:
         log.info(f"left in float: {', '.join(name.split(';')[0] for name in float_names)}")
@@ -231,7 +237,7 @@ def convert(options: ConvertOptions) -> ConversionReport:
             calibration_count=0 if calibration is None else len(calibration),
             conversion_seconds=round(conversion_seconds, 2), test_count=len(test_examples),
             num_threads=options.num_threads or os.cpu_count() or 1, float_layers=len(float_names),
-            bias_correction=bias_pixels is not None,
+            bias_correction=bias_pixels is not None, bias_correction_seconds=round(bias_seconds, 2),
             validation_count=len(validation_examples),
             validation_agreement=prove(model, runtime, normalise(validation_pixels, source), validation_pixels,
                                        validation_examples, source.labels).get("top1_agreement"),
@@ -450,11 +456,11 @@ def convert_model(model, mode: str, calibration: np.ndarray | None = None, verbo
 
 def converted_model(model, mode: str, calibration: np.ndarray | None = None, verbose: bool = False,
                     float_layers: int | None = 0, bias_pixels: np.ndarray | None = None,
-                    normalisation: tuple[float, float] = (INPUT_MEAN, INPUT_STD)) -> tuple[bytes, list[str]]:
-    """`convert_model`, and the names of the layers it left in float."""
+                    normalisation: tuple[float, float] = (INPUT_MEAN, INPUT_STD)) -> tuple[bytes, list[str], float]:
+    """`convert_model`, the names of the layers it left in float, and the seconds bias correction took."""
     with tflite_converter(model, mode, calibration, verbose) as converter:
         if mode != "int8" or (float_layers == 0 and bias_pixels is None):
-            return converter.convert(), []
+            return converter.convert(), [], 0.0
         if float_layers == 0:  # bias correction's float reference: the calibrated model, as the debugger takes it
             converter._experimental_calibrate_only = True
             calibrated_model, float_names = converter.convert(), []
@@ -462,9 +468,10 @@ def converted_model(model, mode: str, calibration: np.ndarray | None = None, ver
             calibrated_model, errors, layers = calibrated_layers(converter, calibration)
             float_names = float_layer_choice(errors, layers, float_layers)
     tflite_bytes = quantized_except(calibrated_model, float_names)
+    started = time.perf_counter()
     if bias_pixels is not None:
         tflite_bytes = bias_corrected(tflite_bytes, calibrated_model, bias_pixels, normalisation)
-    return tflite_bytes, float_names
+    return tflite_bytes, float_names, time.perf_counter() - started
 
 
 def layer_errors(debugger) -> list[tuple[str, float]]:
