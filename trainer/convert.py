@@ -83,7 +83,7 @@ BIASED_KINDS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 # A channel whose int8 output sits at either end of its range on nearly every element (a ReLU6
 # that is almost always off) cannot be moved by its bias: bias correction leaves it alone.
 MIN_LINEAR_SHARE = 0.05
-BIAS_NEWTON_STEPS = 1
+BIAS_NEWTON_STEPS = 1  # see BIAS_CORRECTION_IMAGES
 
 
 @dataclass
@@ -217,8 +217,9 @@ def convert(options: ConvertOptions) -> ConversionReport:
 
     started = time.perf_counter()
     float_layers = options.float_layers if options.quantization == "int8" else 0
-    tflite_bytes, float_names, bias_seconds = converted_model(model, options.quantization, calibration, options.verbose, float_layers,
-                                                bias_pixels, (source.input_mean, source.input_std))
+    tflite_bytes, float_names, bias_seconds = converted_model(
+        model, options.quantization, calibration, options.verbose, float_layers, bias_pixels,
+        (source.input_mean, source.input_std))
     if float_names:
         log.info(f"left in float: {', '.join(name.split(';')[0] for name in float_names)}")
     conversion_seconds = time.perf_counter() - started
@@ -461,14 +462,16 @@ def converted_model(model, mode: str, calibration: np.ndarray | None = None, ver
     with tflite_converter(model, mode, calibration, verbose) as converter:
         if mode != "int8" or (float_layers == 0 and bias_pixels is None):
             return converter.convert(), [], 0.0
-        if float_layers == 0:  # bias correction's float reference: the calibrated model, as the debugger takes it
+        if float_layers == 0:
+            # Bias correction's float reference is the calibrated model (float, with the int8
+            # model's tensor names), which the converter returns so, as for the debugger.
             converter._experimental_calibrate_only = True
             calibrated_model, float_names = converter.convert(), []
         else:
             calibrated_model, errors, layers = calibrated_layers(converter, calibration)
             float_names = float_layer_choice(errors, layers, float_layers)
-    tflite_bytes = quantized_except(calibrated_model, float_names)
-    started = time.perf_counter()
+        tflite_bytes = quantized_except(calibrated_model, float_names)
+    started = time.perf_counter()  # outside the block, whose silencing would hide the progress bar
     if bias_pixels is not None:
         tflite_bytes = bias_corrected(tflite_bytes, calibrated_model, bias_pixels, normalisation)
     return tflite_bytes, float_names, time.perf_counter() - started
