@@ -75,8 +75,8 @@ FLOAT_WEIGHTS_SHARE = 0.05
 # Bias correction (int8 only) measures each channel's mean output on this many calibration images,
 # with this many runs of the model per depth of convolutions (see bias_corrected). On the flowers
 # (docs/pi-cost.md) 10 and 1 kept the default's agreement of 50 and 2, at a tenth of the runs: the
-# difference between 10 and 50 images was one photo in the worst fold. An Inception v3 takes about
-# a minute for it on 2 cores; each run is the whole model on LiteRT's builtin kernels.
+# difference between 10 and 50 images was one photo in the worst fold. An Inception v3 took 89 s
+# for it on 2 busy cores; each run is the whole model on LiteRT's builtin kernels.
 BIAS_CORRECTION_IMAGES = 10
 # Operators whose int32 bias bias correction shifts.
 BIASED_KINDS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
