@@ -3,7 +3,7 @@
     python scripts/bench_int8.py [--image_dir ../shared/data/flowers] [--folds 5] [--steps 4000] [--seeds 0]
         [--architecture mobilenet_v2_0.5_224] [--weights ../shared/data/weights/...0.5_224_no_top.h5]
         [--float_layers 3,10] [--bottleneck_dir DIR] [--count] [--layer_costs] [--int8_head]
-        [--bias_correction] [--bias_images 50] [--bias_newton_steps 2]
+        [--bias_correction] [--bias_images 10] [--bias_newton_steps 1]
 
 The folds, the heads (`retrain-edge train`'s defaults; one per fold, with the first of --seeds)
 and the calibration images are scripts/bench_trust.py's. For each fold, TensorFlow's
@@ -21,7 +21,7 @@ calibrated model in float, and the held-out fold runs through LiteRT. Variants:
 - --bias_correction: full int8 and the default, each int8 convolution's int32 bias then shifted so
   that the mean of its dequantised output per channel over the first --bias_images calibration
   images equals the float (calibrated) model's, as `convert --quantize` does by default
-  (trainer.convert.bias_corrected).
+  (trainer.convert.bias_corrected; its defaults are convert's).
 Agreement is top-1 against Keras on the held-out fold: medians over folds (min..max); accuracy
 against the photos' labels, likewise. An --int8_head variant is also compared with its own Keras
 classifier (the new head on float features). The cost
@@ -39,6 +39,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -54,8 +56,9 @@ from trainer import pi_cost  # noqa: E402
 from trainer.backbones import INPUT_MEAN, INPUT_STD, build_backbone, get_backbone, weights_id  # noqa: E402
 from trainer.bottlenecks import BottleneckCache, file_keys, image_bottlenecks, make_forward  # noqa: E402
 from trainer.convert import (  # noqa: E402
-    BIAS_CORRECTION_IMAGES, BIAS_NEWTON_STEPS, DEFAULT_CALIBRATION_IMAGES, FLOAT_COST_SHARE, INT8_INSTRUCTIONS_PER_MAC, bias_corrected,
-    calibrated_layers, calibration_paths, convert_model, float_layer_choice, quantized_except, quiet, tflite_converter,
+    BIAS_CORRECTION_IMAGES, BIAS_NEWTON_STEPS, DEFAULT_CALIBRATION_IMAGES, FLOAT_COST_SHARE, INT8_INSTRUCTIONS_PER_MAC,
+    bias_corrected, calibrated_layers, calibration_paths, convert_model, float_layer_choice, quantized_except, quiet,
+    tflite_converter,
 )
 from trainer.train import TrainOptions, build_classifier  # noqa: E402
 
@@ -110,6 +113,79 @@ def int8_features(backbone_model, calibration: np.ndarray, pixels: np.ndarray) -
     return dequantized_outputs(convert_model(backbone_model, "int8", calibration), pixels)
 
 
+@dataclass
+class Fold:
+    """One fold of a Study: the classifier of its head and Keras' answers on its held-out photos."""
+
+    number: int  # from 0
+    model: object  # the Keras classifier: the backbone and the fold's head
+    keras_top1: np.ndarray  # Keras' class for each held-out photo
+    held_out: np.ndarray  # mask over Study.paths
+    training_files: dict[str, list[str]]  # label -> the fold's training file names (calibration_paths' input)
+    train_mask: np.ndarray  # masks over Study.paths: the head's training and validation photos
+    validation_mask: np.ndarray
+    options: TrainOptions  # how the head was trained
+
+
+class Study:
+    """The k-fold study of the int8 benchmarks: the photos, their pixels and bottlenecks, and per
+    fold (bench_trust's) a head trained as `retrain-edge train` trains it, with the first of --seeds."""
+
+    def __init__(self, arguments: argparse.Namespace):
+        self.arguments = arguments
+        self.started = time.perf_counter()
+        self.images, self.paths, self.labels = photos(arguments.image_dir)
+        self.backbone = get_backbone(arguments.architecture)
+        self.backbone_model = build_backbone(self.backbone, arguments.weights, 0)
+        self.pixels = np.stack([load_rgb(path, self.backbone.input_size) for path in self.paths])
+        self.seed = int(arguments.seeds.split(",")[0])
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+    def description(self) -> str:
+        return (f"{self.arguments.architecture} on {self.arguments.image_dir} ({len(self.paths)} images), "
+                f"{self.arguments.folds}-fold by the classic hash, seed {self.seed} heads")
+
+    def folds(self, work: Path) -> Iterator[Fold]:
+        """Each fold in turn; the bottlenecks are cached in --bottleneck_dir, else under `work`."""
+        arguments = self.arguments
+        cache = BottleneckCache.for_backbone(arguments.bottleneck_dir or work / "cache", self.backbone,
+                                             weights_id(arguments.weights, 0))
+        self.bottlenecks = bottlenecks = image_bottlenecks(self.paths, file_keys(self.paths), self.backbone.input_size,
+                                                           make_forward(self.backbone_model), cache)
+        labels = self.labels
+        for fold in range(arguments.folds):
+            print(f"fold {fold + 1}/{arguments.folds} ({self.seconds():.0f} s)", file=sys.stderr, flush=True)
+            train_mask, validation_mask, held_out = fold_sets([path.name for path in self.paths], fold, arguments.folds)
+            options = TrainOptions(image_dir=Path("."), how_many_training_steps=arguments.steps, seed=self.seed)
+            head, _ = trained_head(options, bottlenecks[train_mask], labels[train_mask],
+                                   bottlenecks[validation_mask], labels[validation_mask], len(self.images.labels))
+            training_files = {label: [path.name for path, keep, y in zip(self.paths, train_mask, labels) if keep and y == index]
+                              for index, label in enumerate(self.images.labels)}
+            yield Fold(fold, build_classifier(self.backbone_model, head), head.probabilities(bottlenecks[held_out]).argmax(1),
+                       held_out, training_files, train_mask, validation_mask, options)
+
+    def calibration_indices(self, fold: Fold, count: int) -> list[int]:
+        """Where convert's calibration images for the fold (calibration_paths) are in Study.paths."""
+        index = {path.name: i for i, path in enumerate(self.paths)}
+        return [index[name] for name in calibration_paths(fold.training_files, count)]
+
+    def calibration(self, fold: Fold, count: int) -> np.ndarray:
+        """convert's calibration images for the fold, normalised."""
+        return (self.pixels[self.calibration_indices(fold, count)].astype(np.float32) - INPUT_MEAN) / INPUT_STD
+
+
+def a76_counts(models: dict[str, bytes], work: Path) -> dict[str, int]:
+    """Name -> instructions per invoke on the Cortex-A76 (one count each: they repeat exactly)."""
+    files = {}
+    for index, (name, tflite_bytes) in enumerate(models.items()):
+        files[name] = work / f"variant{index}.tflite"
+        files[name].write_bytes(tflite_bytes)
+    by_path = {cost.model: cost.invoke for cost in pi_cost.count(list(files.values()), cpus=("cortex-a76",), repeats=1)}
+    return {name: by_path[path.resolve()] for name, path in files.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     head_arguments(parser)
@@ -127,36 +203,20 @@ def main() -> None:
         sys.exit(f"{arguments.image_dir} not found: pass --image_dir and --weights")
     if (arguments.count or arguments.layer_costs) and pi_cost.find_counter() is None:
         sys.exit(f"--count and --layer_costs need the Pi counter: {pi_cost.HOW_TO_BUILD}")
-    started = time.perf_counter()
-    images, paths, labels = photos(arguments.image_dir)
-    backbone = get_backbone(arguments.architecture)
-    backbone_model = build_backbone(backbone, arguments.weights, 0)
+    study = Study(arguments)
+    labels, pixels = study.labels, study.pixels
     agreements: dict[str, list[float]] = {}
     accuracies: dict[str, list[float]] = {"Keras": []}
     own_agreements: dict[str, list[float]] = {}  # --int8_head variants: with the Keras classifier of their own head
     fold0: dict[str, tuple[bytes, float, int]] = {}  # variant -> (model, estimated cost / full int8, layers in float)
     with tempfile.TemporaryDirectory() as work:
-        cache = BottleneckCache.for_backbone(arguments.bottleneck_dir or Path(work) / "cache", backbone,
-                                             weights_id(arguments.weights, 0))
-        bottlenecks = image_bottlenecks(paths, file_keys(paths), backbone.input_size, make_forward(backbone_model), cache)
-        pixels = np.stack([load_rgb(path, backbone.input_size) for path in paths])
-        name_to_index = {path.name: index for index, path in enumerate(paths)}
-        for fold in range(arguments.folds):
-            print(f"fold {fold + 1}/{arguments.folds} ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
-            train_mask, validation_mask, held_out = fold_sets([path.name for path in paths], fold, arguments.folds)
-            options = TrainOptions(image_dir=Path("."), how_many_training_steps=arguments.steps,
-                                   seed=int(arguments.seeds.split(",")[0]))
-            head, _ = trained_head(options, bottlenecks[train_mask], labels[train_mask],
-                                   bottlenecks[validation_mask], labels[validation_mask], len(images.labels))
-            keras_top1 = head.probabilities(bottlenecks[held_out]).argmax(1)
+        for fold in study.folds(Path(work)):
+            model, keras_top1, held_out = fold.model, fold.keras_top1, fold.held_out
             accuracies["Keras"].append(float(np.mean(keras_top1 == labels[held_out])))
-            model = build_classifier(backbone_model, head)
-            training_files = {label: [path.name for path, keep, y in zip(paths, train_mask, labels) if keep and y == index]
-                              for index, label in enumerate(images.labels)}
             variants, own_keras = {}, {}
             for count, suffix in ((DEFAULT_CALIBRATION_IMAGES, ""), (ALL_IMAGES, ", every training image calibrates")):
-                indices = [name_to_index[name] for name in calibration_paths(training_files, count)]
-                model_bytes, errors, layers = calibrated(model, (pixels[indices].astype(np.float32) - INPUT_MEAN) / INPUT_STD)
+                calibration = study.calibration(fold, count)
+                model_bytes, errors, layers = calibrated(model, calibration)
                 full_cost = INT8_INSTRUCTIONS_PER_MAC * sum(layer.macs for layer in layers.values())
                 choices = {"full int8": [], "default: worst by error within the Pi 5 budget":
                            float_layer_choice(errors, layers, None)}
@@ -168,28 +228,29 @@ def main() -> None:
                     estimate = 1 + sum(layers[layer].float_instructions() for layer in float_names) / full_cost
                     variants[f"{name}{suffix}"] = (quantized(model_bytes, float_names), estimate, len(float_names))
                 if not suffix and arguments.bias_correction:
+                    bias_pixels = pixels[study.calibration_indices(fold, count)[:arguments.bias_images]]
                     for name in ("full int8", "default: worst by error within the Pi 5 budget"):
                         tflite_bytes, estimate, float_count = variants[name]
-                        variants[f"{name}, bias-corrected"] = (
-                            bias_corrected(tflite_bytes, model_bytes, pixels[indices[:arguments.bias_images]],
-                                           newton_steps=arguments.bias_newton_steps),
-                            estimate, float_count)
+                        variants[f"{name}, bias-corrected"] = (bias_corrected(tflite_bytes, model_bytes, bias_pixels,
+                                                                              newton_steps=arguments.bias_newton_steps),
+                                                               estimate, float_count)
                 if not suffix and arguments.int8_head:
-                    calibration = (pixels[indices].astype(np.float32) - INPUT_MEAN) / INPUT_STD
-                    features = int8_features(backbone_model, calibration, pixels)
-                    int8_head, _ = trained_head(options, features[train_mask], labels[train_mask],
-                                                features[validation_mask], labels[validation_mask], len(images.labels))
-                    head_bytes, head_errors, head_layers = calibrated(build_classifier(backbone_model, int8_head),
+                    features = int8_features(study.backbone_model, calibration, pixels)
+                    int8_head, _ = trained_head(fold.options, features[fold.train_mask], labels[fold.train_mask],
+                                                features[fold.validation_mask], labels[fold.validation_mask],
+                                                len(study.images.labels))
+                    head_bytes, head_errors, head_layers = calibrated(build_classifier(study.backbone_model, int8_head),
                                                                       calibration)
+                    head_top1 = int8_head.probabilities(study.bottlenecks[held_out]).argmax(1)
                     accuracies.setdefault("Keras, int8-feature head on float features", []).append(
-                        float(np.mean(int8_head.probabilities(bottlenecks[held_out]).argmax(1) == labels[held_out])))
+                        float(np.mean(head_top1 == labels[held_out])))
                     for name, float_names in (("full int8", []), ("default: worst by error within the Pi 5 budget",
                                                                    float_layer_choice(head_errors, head_layers, None))):
                         estimate = 1 + sum(head_layers[layer].float_instructions() for layer in float_names) / full_cost
                         variant = f"int8-feature head, {name}"
                         variants[variant] = (quantized(head_bytes, float_names), estimate, len(float_names))
-                        own_keras[variant] = int8_head.probabilities(bottlenecks[held_out]).argmax(1)
-                if fold == 0 and not suffix and arguments.layer_costs:
+                        own_keras[variant] = head_top1
+                if fold.number == 0 and not suffix and arguments.layer_costs:
                     singles = {layer: [name for name in layers if f"/{layer}" in name.split(";")[0]]
                                for layer in COSTED_LAYERS}
                     layer_costs(model_bytes, {layer: names[0] for layer, names in singles.items() if names}, layers)
@@ -199,23 +260,14 @@ def main() -> None:
                 accuracies.setdefault(name, []).append(float(np.mean(classes == labels[held_out])))
                 if name in own_keras:
                     own_agreements.setdefault(name, []).append(float(np.mean(classes == own_keras[name])))
-                if fold == 0:
+                if fold.number == 0:
                     fold0[name] = (tflite_bytes, estimate, float_count)
 
-        counted = {}
-        if arguments.count:
-            files = {}
-            for index, (name, (tflite_bytes, _, _)) in enumerate(fold0.items()):
-                files[name] = Path(work) / f"variant{index}.tflite"
-                files[name].write_bytes(tflite_bytes)
-            costs = pi_cost.count(list(files.values()), cpus=("cortex-a76",), repeats=1)
-            by_path = {cost.model: cost.invoke for cost in costs}
-            counted = {name: by_path[path.resolve()] for name, path in files.items()}
+        counted = a76_counts({name: model for name, (model, _, _) in fold0.items()}, Path(work)) if arguments.count else {}
 
-    print(f"\nint8 variants: {arguments.architecture} on {arguments.image_dir} ({len(paths)} images), {arguments.folds}-fold "
-          f"by the classic hash, seed {options.seed} heads; top-1 agreement with Keras and accuracy on the held-out fold, "
+    print(f"\nint8 variants: {study.description()}; top-1 agreement with Keras and accuracy on the held-out fold, "
           f"median (min..max); own: agreement with the Keras classifier of the variant's own head; "
-          f"Pi 5 budget {FLOAT_COST_SHARE:.1%}; cost of fold 0's model; {time.perf_counter() - started:.0f} s")
+          f"Pi 5 budget {FLOAT_COST_SHARE:.1%}; cost of fold 0's model; {study.seconds():.0f} s")
     print(variant_table(agreements, accuracies, own_agreements, fold0, counted))
 
 

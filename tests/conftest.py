@@ -8,6 +8,7 @@ import inspect
 import os
 import shutil
 import signal
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -69,9 +70,11 @@ def broken_counter(folder: Path, script: str) -> Path:
 
 
 def load_script(name: str):
-    """Import a script from scripts/ (they are not a package)."""
+    """Import a script from scripts/ (they are not a package), registered as scripts import each
+    other (a dataclass looks its module up in sys.modules)."""
     spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
