@@ -3,7 +3,7 @@
     python scripts/bench_int8.py [--image_dir ../shared/data/flowers] [--folds 5] [--steps 4000] [--seeds 0]
         [--architecture mobilenet_v2_0.5_224] [--weights ../shared/data/weights/...0.5_224_no_top.h5]
         [--float_layers 3,10] [--bottleneck_dir DIR] [--count] [--layer_costs] [--int8_head]
-        [--bias_correction] [--bias_images 50]
+        [--bias_correction] [--bias_images 10] [--bias_newton_steps 1]
 
 The folds, the heads (`retrain-edge train`'s defaults; one per fold, with the first of --seeds)
 and the calibration images are scripts/bench_trust.py's. For each fold, TensorFlow's
@@ -18,10 +18,10 @@ calibrated model in float, and the held-out fold runs through LiteRT. Variants:
   to full int8 (convert_model, the fold's calibration images), every photo runs through it and
   its dequantised output is the bottleneck the head trains on (train's defaults, same seed); that
   head on the float backbone is then converted like the others, in full int8 and by the default;
-- --bias_correction: full int8 and the default, each int8 convolution's int32 bias then shifted,
-  layer after layer in graph order (each measured with the ones before it corrected), so that the
-  mean of its dequantised output per channel over the first --bias_images calibration images
-  equals the float model's (`bias_corrected`).
+- --bias_correction: full int8 and the default, each int8 convolution's int32 bias then shifted so
+  that the mean of its dequantised output per channel over the first --bias_images calibration
+  images equals the float (calibrated) model's, as `convert --quantize` does by default
+  (trainer.convert.bias_corrected; its defaults are convert's).
 Agreement is top-1 against Keras on the held-out fold: medians over folds (min..max); accuracy
 against the photos' labels, likewise. An --int8_head variant is also compared with its own Keras
 classifier (the new head on float features). The cost
@@ -56,8 +56,9 @@ from trainer import pi_cost  # noqa: E402
 from trainer.backbones import INPUT_MEAN, INPUT_STD, build_backbone, get_backbone, weights_id  # noqa: E402
 from trainer.bottlenecks import BottleneckCache, file_keys, image_bottlenecks, make_forward  # noqa: E402
 from trainer.convert import (  # noqa: E402
-    DEBUG_IMAGES, DEFAULT_CALIBRATION_IMAGES, FLOAT_COST_SHARE, INT8_INSTRUCTIONS_PER_MAC, calibrated_layers,
-    calibration_paths, convert_model, float_layer_choice, quantized_except, quiet, tflite_converter,
+    BIAS_CORRECTION_IMAGES, BIAS_NEWTON_STEPS, DEFAULT_CALIBRATION_IMAGES, FLOAT_COST_SHARE, INT8_INSTRUCTIONS_PER_MAC,
+    bias_corrected, calibrated_layers, calibration_paths, convert_model, float_layer_choice, quantized_except, quiet,
+    tflite_converter,
 )
 from trainer.train import TrainOptions, build_classifier  # noqa: E402
 
@@ -66,11 +67,6 @@ COSTED_LAYERS = ("Conv1_relu", "expanded_conv_depthwise_relu", "block_2_depthwis
                  "block_4_depthwise_relu", "block_6_project_BN", "block_7_depthwise_relu", "block_14_depthwise_relu",
                  "block_16_project_BN", "out_relu")
 ALL_IMAGES = 10 ** 6  # calibration_paths takes every training image when asked for more
-BIASED_KINDS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
-# A channel whose int8 output sits at either end of its range on nearly every element (a ReLU6
-# that is almost always off) cannot be moved by its bias: bias correction leaves it alone.
-MIN_LINEAR_SHARE = 0.05
-NEWTON_STEPS = 2  # per layer, in bias_corrected
 
 
 def cheapest_first(errors, layers) -> list[str]:
@@ -115,89 +111,6 @@ def dequantized_outputs(tflite_bytes: bytes, pixels: np.ndarray) -> np.ndarray:
 def int8_features(backbone_model, calibration: np.ndarray, pixels: np.ndarray) -> np.ndarray:
     """Bottlenecks (N, size) through the backbone converted to full int8 as convert does, dequantised."""
     return dequantized_outputs(convert_model(backbone_model, "int8", calibration), pixels)
-
-
-def biased_layers(tflite_bytes: bytes) -> list[tuple[str, int]]:
-    """(output tensor name, int32 bias tensor index) of each int8 convolution, in graph order."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = schema.Model.GetRootAsModel(tflite_bytes, 0)
-    graph = model.Subgraphs(0)
-    kinds = {getattr(schema.BuiltinOperator, kind) for kind in BIASED_KINDS}
-    layers = []
-    for index in range(graph.OperatorsLength()):
-        operator = graph.Operators(index)
-        code = model.OperatorCodes(operator.OpcodeIndex())
-        inputs = operator.InputsAsNumpy()
-        if max(code.BuiltinCode(), code.DeprecatedBuiltinCode()) in kinds and len(inputs) > 2 and inputs[2] >= 0 \
-                and graph.Tensors(inputs[2]).Type() == schema.TensorType.INT32:
-            layers.append((graph.Tensors(operator.Outputs(0)).Name().decode(), int(inputs[2])))
-    return layers
-
-
-def channel_statistics(tflite_bytes: bytes, pixels: np.ndarray, names: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per channel (last axis) of each named tensor over the uint8 images (normalised for a float
-    input): (mean dequantised value, share of its elements strictly inside the int8 range, which
-    is where a bias shift moves them; 1 for a float tensor). Runs LiteRT's own kernels, without
-    XNNPACK, which would hide the intermediate tensors."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    interpreter = Interpreter(model_content=tflite_bytes, experimental_preserve_all_tensors=True,
-                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    interpreter.allocate_tensors()
-    details = {detail["name"]: detail for detail in interpreter.get_tensor_details()}
-    model_input = interpreter.get_input_details()[0]
-    sums, linear, rows = dict.fromkeys(names, 0.0), dict.fromkeys(names, 0), dict.fromkeys(names, 0)
-    for image in pixels:
-        if model_input["dtype"] == np.float32:  # a float model takes the normalised image
-            image = (image.astype(np.float32) - INPUT_MEAN) / INPUT_STD
-        interpreter.set_tensor(model_input["index"], image[np.newaxis])
-        interpreter.invoke()
-        for name in names:
-            values = interpreter.get_tensor(details[name]["index"])
-            values = values.reshape(-1, values.shape[-1])
-            rows[name] += len(values)
-            scale, zero_point = details[name]["quantization"]
-            if values.dtype == np.int8:
-                linear[name] += np.sum((values > -128) & (values < 127), axis=0)
-                values = (values.astype(np.float64) - zero_point) * scale
-            else:
-                linear[name] += len(values)
-            sums[name] += values.sum(axis=0, dtype=np.float64)
-    return {name: (sums[name] / rows[name], linear[name] / rows[name]) for name in names}
-
-
-def with_bias_shift(tflite_bytes: bytes, bias_index: int, shift: np.ndarray) -> bytes:
-    """The model with the int32 bias tensor bias_index moved by `shift` (real units, per channel)."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    data = bytearray(tflite_bytes)
-    model = schema.Model.GetRootAsModel(data, 0)
-    tensor = model.Subgraphs(0).Tensors(bias_index)
-    scales = tensor.Quantization().ScaleAsNumpy()  # input scale x each channel's weight scale
-    bias = model.Buffers(tensor.Buffer()).DataAsNumpy().view("<i4")  # a view into `data`
-    bias[:] = np.clip(bias.astype(np.int64) + np.round(shift / scales).astype(np.int64), -2 ** 31, 2 ** 31 - 1)
-    return bytes(data)
-
-
-def bias_corrected(tflite_bytes: bytes, float_bytes: bytes, pixels: np.ndarray) -> bytes:
-    """Post-training bias correction: each int8 convolution's bias shifted, in graph order, so that
-    its mean dequantised output per channel over `pixels` equals that of the same tensor in the
-    float model; each layer is measured with the layers before it already corrected.
-
-    Where a fused ReLU6 or the int8 range clips part of a channel, a shift moves the mean by the
-    shift times the share of elements left unclipped: the shift is the gap divided by that share
-    (a Newton step; NEWTON_STEPS of them, since the share changes as the shift moves elements
-    across the clipping points).
-    """
-    layers = biased_layers(tflite_bytes)
-    targets = channel_statistics(float_bytes, pixels, [name for name, _ in layers])
-    for name, bias_index in layers:
-        for _ in range(NEWTON_STEPS):
-            mean, share = channel_statistics(tflite_bytes, pixels, [name])[name]
-            shift = (targets[name][0] - mean) / np.maximum(share, MIN_LINEAR_SHARE)
-            tflite_bytes = with_bias_shift(tflite_bytes, bias_index, np.where(share >= MIN_LINEAR_SHARE, shift, 0))
-    return tflite_bytes
 
 
 @dataclass
@@ -281,8 +194,10 @@ def main() -> None:
     parser.add_argument("--layer_costs", action="store_true", help="count fold 0's model with single layers in float")
     parser.add_argument("--int8_head", action="store_true", help="also a head fitted to the int8 backbone's features")
     parser.add_argument("--bias_correction", action="store_true", help="also full int8 and the default, bias-corrected")
-    parser.add_argument("--bias_images", type=int, default=DEBUG_IMAGES,
+    parser.add_argument("--bias_images", type=int, default=BIAS_CORRECTION_IMAGES,
                         help="calibration images that bias correction measures the means on")
+    parser.add_argument("--bias_newton_steps", type=int, default=BIAS_NEWTON_STEPS,
+                        help="bias correction's runs of the model per depth of convolutions")
     arguments = parser.parse_args()
     if not arguments.image_dir.is_dir():
         sys.exit(f"{arguments.image_dir} not found: pass --image_dir and --weights")
@@ -313,11 +228,11 @@ def main() -> None:
                     estimate = 1 + sum(layers[layer].float_instructions() for layer in float_names) / full_cost
                     variants[f"{name}{suffix}"] = (quantized(model_bytes, float_names), estimate, len(float_names))
                 if not suffix and arguments.bias_correction:
-                    float_model = convert_model(model, "float32")
                     bias_pixels = pixels[study.calibration_indices(fold, count)[:arguments.bias_images]]
                     for name in ("full int8", "default: worst by error within the Pi 5 budget"):
                         tflite_bytes, estimate, float_count = variants[name]
-                        variants[f"{name}, bias-corrected"] = (bias_corrected(tflite_bytes, float_model, bias_pixels),
+                        variants[f"{name}, bias-corrected"] = (bias_corrected(tflite_bytes, model_bytes, bias_pixels,
+                                                                              newton_steps=arguments.bias_newton_steps),
                                                                estimate, float_count)
                 if not suffix and arguments.int8_head:
                     features = int8_features(study.backbone_model, calibration, pixels)

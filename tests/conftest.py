@@ -161,6 +161,31 @@ def color_models(pytestconfig) -> dict[str, Path]:
     return models
 
 
+@pytest.fixture(scope="session")
+def tiny_int8():
+    """(Keras model, its float32 and full-int8 .tflite, uint8 calibration pixels): a convolution
+    with ReLU6, a depthwise one, a linear one, a fully connected layer and softmax, as in a
+    classifier; random weights, seeded."""
+    import keras
+
+    from trainer.backbones import INPUT_MEAN, INPUT_STD
+    from trainer.convert import convert_model
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))
+    features = keras.layers.Conv2D(8, 3, padding="same", activation="relu6", name="conv")(inputs)
+    features = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu6", name="depthwise")(features)
+    features = keras.layers.Conv2D(6, 1, name="project")(features)
+    outputs = keras.layers.Dense(3, activation="softmax", bias_initializer="ones", name="dense")(
+        keras.layers.GlobalAveragePooling2D()(features))
+    model = keras.Model(inputs, outputs)
+    # Pixels unlike zero-mean noise, so that quantised weights shift the convolutions' means.
+    rng = np.random.default_rng(0)
+    pixels = np.clip(rng.normal(170, 40, (40, 16, 16, 3)), 0, 255).astype(np.uint8)
+    calibration = (pixels.astype(np.float32) - INPUT_MEAN) / INPUT_STD
+    return model, convert_model(model, "float32"), convert_model(model, "int8", calibration), pixels
+
+
 @pytest.fixture
 def deadline():
     """SIGTERM to this process after TEST_TIMEOUT_S: run() stops on it, so no test hangs."""

@@ -24,8 +24,8 @@ from edge.model import load_model, read_metadata
 from trainer import UserError
 from trainer.cli import app
 from trainer.convert import (
-    FLOAT_COST_SHARE, INT8_INSTRUCTIONS_PER_MAC, ConvertOptions, Layer, calibration_paths, convert, convert_model,
-    float_layer_choice, model_layers,
+    FLOAT_COST_SHARE, INT8_INSTRUCTIONS_PER_MAC, MIN_LINEAR_SHARE, ConvertOptions, Layer, bias_corrected, biased_layers,
+    calibration_paths, channel_statistics, convert, convert_model, float_layer_choice, model_layers, with_bias_shift,
 )
 from trainer.outputs import remove_stale_partials
 
@@ -184,8 +184,10 @@ def test_quantize_gives_uint8_in_and_out_agreeing_with_keras(output_dir):
     assert proof["tflite_accuracy"] == proof["keras_accuracy"]
     assert proof["validation_count"] > 0 and proof["validation_agreement"] is not None
     assert "top-1 agreement (validation" in result.output
-    # The default leaves the worst layers that fit the Pi 5 budget in float.
+    # The default leaves the worst layers that fit the Pi 5 budget in float, and corrects the biases.
     assert proof["float_layers"] > 0 and float_tensors(output_dir / "model.tflite") >= proof["float_layers"]
+    assert proof["bias_correction"] is True
+    assert re.search(rf"layers in float / bias correction +{proof['float_layers']} / on \(\d+ s\)\n", result.output)
 
 
 def test_float_layer_choice_gives_an_expensive_bad_layer_up_by_default():
@@ -343,3 +345,102 @@ def test_mode_errors(output_dir):
     result = runner.invoke(app, ["convert", "--output_dir", str(output_dir), "--quantize", "--quantization", "float16"])
     assert result.exit_code == 2 and "--quantize means int8" in result.output
     assert not (output_dir / "model.tflite").exists()
+
+
+def mean_gaps(int8_bytes: bytes, float_bytes: bytes, pixels: np.ndarray) -> dict[str, float]:
+    """Each int8 convolution's largest gap, over the channels its bias can move (see
+    MIN_LINEAR_SHARE), between its mean output and the float model's."""
+    names = [name for name, _, _ in biased_layers(int8_bytes)]
+    quantised = channel_statistics(int8_bytes, pixels, names)
+    reference = channel_statistics(float_bytes, pixels, names)
+    return {name: float(np.abs(quantised[name][0] - reference[name][0])[
+        quantised[name][1] >= MIN_LINEAR_SHARE].max()) for name in names}
+
+
+def test_biased_layers_are_the_int8_convolutions_in_graph_order(tiny_int8):
+    _, float_bytes, int8_bytes, _ = tiny_int8
+    names = [name for name, _, _ in biased_layers(int8_bytes)]
+    assert [name.split("/")[1].removesuffix("_1") for name in names] == ["conv", "depthwise", "project", "dense"]
+    assert [depth for _, _, depth in biased_layers(int8_bytes)] == [1, 2, 3, 4]  # a chain
+    assert biased_layers(float_bytes) == []  # float biases are not int32
+
+
+def test_parallel_convolutions_share_a_depth():
+    import keras
+
+    inputs = keras.Input((8, 8, 3))
+    left = keras.layers.Conv2D(4, 1, name="left")(inputs)
+    right = keras.layers.Conv2D(4, 3, padding="same", name="right")(keras.layers.ReLU(name="relu")(inputs))
+    deeper = keras.layers.Conv2D(4, 1, name="deeper")(right)
+    joined = keras.layers.Conv2D(2, 1, name="joined")(keras.layers.Concatenate()([left, deeper]))
+    calibration = np.random.default_rng(0).uniform(-1, 1, (8, 8, 8, 3)).astype(np.float32)
+    layers = biased_layers(convert_model(keras.Model(inputs, joined), "int8", calibration))
+    assert [(name.split("/")[-2], depth) for name, _, depth in layers[:3]] == [("left_1", 1), ("right_1", 1),
+                                                                             ("deeper_1", 2)]
+    assert layers[3][2] == 3  # the model's output, after the concatenation
+
+
+def test_a_bias_shift_moves_the_int32_bias_by_whole_steps_and_nothing_else(tiny_int8):
+    from ai_edge_litert import schema_py_generated as schema
+
+    _, _, int8_bytes, _ = tiny_int8
+    _, bias_index, _ = biased_layers(int8_bytes)[0]
+    model = schema.Model.GetRootAsModel(int8_bytes, 0)
+    tensor = model.Subgraphs(0).Tensors(bias_index)
+    scales = tensor.Quantization().ScaleAsNumpy()
+    before = model.Buffers(tensor.Buffer()).DataAsNumpy().view("<i4").copy()
+    steps = np.arange(len(before)) - 3
+    shifted = with_bias_shift(int8_bytes, bias_index, steps * scales)
+    changed = schema.Model.GetRootAsModel(shifted, 0)
+    np.testing.assert_array_equal(changed.Buffers(tensor.Buffer()).DataAsNumpy().view("<i4"), before + steps)
+    assert len(shifted) == len(int8_bytes)
+    assert sum(a != b for a, b in zip(shifted, int8_bytes)) <= 4 * np.count_nonzero(steps)
+
+
+def test_bias_correction_takes_out_a_bias_error_put_into_the_int8_model(tiny_int8):
+    from ai_edge_litert.interpreter import Interpreter
+
+    _, float_bytes, int8_bytes, pixels = tiny_int8
+    steps = {detail["name"]: detail["quantization"][0] for detail in
+             Interpreter(model_content=int8_bytes).get_tensor_details()}  # each tensor's quantisation step
+    natural = mean_gaps(int8_bytes, float_bytes, pixels)
+    broken = int8_bytes
+    for name, bias_index, _ in biased_layers(int8_bytes)[:3:2]:  # the first convolution and the linear one
+        channels = len(channel_statistics(int8_bytes, pixels[:1], [name])[name][0])
+        broken = with_bias_shift(broken, bias_index, np.where(np.arange(channels) % 2, 8, -6) * steps[name])
+    before = mean_gaps(broken, float_bytes, pixels)
+    after = mean_gaps(bias_corrected(broken, float_bytes, pixels), float_bytes, pixels)
+    for name in before:
+        assert before[name] > 2 * steps[name], name  # the error reaches every layer after the first
+        assert after[name] < max(2 * natural[name], 0.2 * steps[name]), name
+    # Corrected straight away, the int8 model's means come closer to the float model's too.
+    assert sum(mean_gaps(bias_corrected(int8_bytes, float_bytes, pixels), float_bytes, pixels).values()) < \
+        sum(natural.values())
+
+
+def test_convert_corrects_the_int8_biases_unless_told_not_to(output_dir):
+    import keras
+
+    run = json.loads((output_dir / "run.json").read_text())
+    relpaths = calibration_paths(run["split"]["files"]["training"], 20)
+    pixels = np.stack([load_rgb(Path(run["image_dir"]) / path, (96, 96)) for path in relpaths])
+    float_bytes = convert_model(keras.saving.load_model(output_dir / "model.keras", compile=False), "float32")
+    models, gaps = {}, {}
+    for flag in ("--bias_correction", "--no-bias-correction"):
+        target = output_dir / f"{flag}.tflite"
+        result = runner.invoke(app, ["convert", "--output_dir", str(output_dir), "--quantize", "--calibration_images",
+                                     "20", "--float_layers", "0", flag, "--output_tflite", str(target)])
+        assert result.exit_code == 0, result.output
+        proof = json.loads((output_dir / "run.json").read_text())["conversion"]["int8"]
+        assert proof["bias_correction"] is (flag == "--bias_correction")
+        assert (proof["bias_correction_seconds"] > 0) is proof["bias_correction"]
+        assert proof["bias_correction_seconds"] < proof["conversion_seconds"]
+        assert re.search(r"layers in float / bias correction +0 / (on|off)", result.output).group(1) == \
+            ("on" if flag == "--bias_correction" else "off")
+        models[flag] = target.read_bytes()
+        gaps[flag] = mean_gaps(models[flag], float_bytes, pixels)
+    # Only the biases differ, and they bring the int8 model's channel means closer to the float model's.
+    assert len(models["--bias_correction"]) == len(models["--no-bias-correction"])
+    assert models["--bias_correction"] != models["--no-bias-correction"]
+    assert sum(gaps["--bias_correction"].values()) < 0.7 * sum(gaps["--no-bias-correction"].values()), gaps
+    assert "bias" in runner.invoke(app, ["convert", "--help"], terminal_width=200).output

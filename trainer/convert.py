@@ -22,7 +22,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -31,9 +31,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 
 from edge.image import ImageError, load_rgb
-from edge.model import load_model, parse_labels
+from edge.model import load_model, parse_labels, quantization_table
 from trainer import UserError, pi_cost
 from trainer.backbones import INPUT_MEAN, INPUT_STD
+from trainer.bottlenecks import progress_bar
 from trainer.metadata import add_metadata
 from trainer.outputs import LABELS_FILE, MODEL_FILE, RUN_FILE, atomic_output, load_run, write_labels, write_run
 
@@ -71,6 +72,18 @@ DEBUG_IMAGES = 50
 # Layers left in float hold at most this share of the model's weights: each float weight takes
 # 4 bytes instead of 1, so the file grows by at most 3 x this share of the int8 one.
 FLOAT_WEIGHTS_SHARE = 0.05
+# Bias correction (int8 only) measures each channel's mean output on this many calibration images,
+# with this many runs of the model per depth of convolutions (see bias_corrected). On the flowers
+# (docs/pi-cost.md) 10 and 1 kept the default's agreement of 50 and 2, at a tenth of the runs: the
+# difference between 10 and 50 images was one photo in the worst fold. An Inception v3 took 89 s
+# for it on 2 busy cores; each run is the whole model on LiteRT's builtin kernels.
+BIAS_CORRECTION_IMAGES = 10
+# Operators whose int32 bias bias correction shifts.
+BIASED_KINDS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+# A channel whose int8 output sits at either end of its range on nearly every element (a ReLU6
+# that is almost always off) cannot be moved by its bias: bias correction leaves it alone.
+MIN_LINEAR_SHARE = 0.05
+BIAS_NEWTON_STEPS = 1  # see BIAS_CORRECTION_IMAGES
 
 
 @dataclass
@@ -87,6 +100,7 @@ class ConvertOptions:
     # int8 only: this many layers of largest int8 error kept in float; None: those that fit
     # FLOAT_COST_SHARE of a Pi 5's instructions (see float_layer_choice)
     float_layers: int | None = None
+    bias_correction: bool = True  # int8 only: shift the int32 biases to the float model's channel means
     num_threads: int | None = None  # interpreter threads for the proof's latency (default: all cores)
     pi_cost: bool = False  # also count aarch64 instructions per invoke on a Pi 4 and 5 (trainer.pi_cost)
     verbose: bool = False  # show the converter's own log
@@ -106,6 +120,8 @@ class ConversionReport:
     conversion_seconds: float
     test_count: int
     float_layers: int = 0  # int8: layers left in float
+    bias_correction: bool = False  # int8: biases shifted to the float model's channel means (bias_corrected)
+    bias_correction_seconds: float = 0.0  # of conversion_seconds
     validation_count: int = 0
     validation_agreement: float | None = None  # top-1 agreement with Keras on the validation split
     keras_accuracy: float | None = None
@@ -135,6 +151,10 @@ class ConversionReport:
             (f"median latency ({self.num_threads} threads)", "",
              "n/a" if self.median_latency_ms is None else f"{self.median_latency_ms:.1f} ms/image"),
             ("input / output", "float32 / float32", f"{self.input_dtype} / {self.output_dtype}"),
+            *([("layers in float / bias correction", "",
+                f"{self.float_layers} / " + (f"on ({self.bias_correction_seconds:.0f} s)" if self.bias_correction
+                                             else "off (--bias_correction)"))]
+              if self.mode == "int8" else []),
             *((f"instructions per invoke, {pi_cost.PI_NAMES[cpu]} ({cpu})", "",
                f"{self.pi_instructions[cpu] / 1e6:.1f} M" if self.pi_instructions else "n/a (--pi_cost)")
               for cpu in pi_cost.CPUS),
@@ -177,14 +197,17 @@ def convert(options: ConvertOptions) -> ConversionReport:
         raise UserError(f"{source.model_path} has {model.output_shape[-1]} outputs but there are "
                         f"{len(source.labels)} labels")
 
-    calibration = None
+    calibration = bias_pixels = None
     if options.quantization == "int8":
         if source.files is None:
             raise UserError("int8 calibration needs the training images: pass --image_dir")
         relpaths = calibration_paths(source.files["training"], options.calibration_images)
         if not relpaths:
             raise UserError("the training split has no images to calibrate int8 on")
-        calibration = normalise(_load_images(source.image_dir, relpaths, input_size), source)
+        calibration_pixels = _load_images(source.image_dir, relpaths, input_size)
+        calibration = normalise(calibration_pixels, source)
+        if options.bias_correction:
+            bias_pixels = calibration_pixels[:BIAS_CORRECTION_IMAGES]
         if len(relpaths) < options.calibration_images:
             log.info(f"calibrating on all {len(relpaths)} training images")
     test_examples = _test_examples(source)
@@ -194,7 +217,9 @@ def convert(options: ConvertOptions) -> ConversionReport:
 
     started = time.perf_counter()
     float_layers = options.float_layers if options.quantization == "int8" else 0
-    tflite_bytes, float_names = converted_model(model, options.quantization, calibration, options.verbose, float_layers)
+    tflite_bytes, float_names, bias_seconds = converted_model(
+        model, options.quantization, calibration, options.verbose, float_layers, bias_pixels,
+        (source.input_mean, source.input_std))
     if float_names:
         log.info(f"left in float: {', '.join(name.split(';')[0] for name in float_names)}")
     conversion_seconds = time.perf_counter() - started
@@ -213,6 +238,7 @@ def convert(options: ConvertOptions) -> ConversionReport:
             calibration_count=0 if calibration is None else len(calibration),
             conversion_seconds=round(conversion_seconds, 2), test_count=len(test_examples),
             num_threads=options.num_threads or os.cpu_count() or 1, float_layers=len(float_names),
+            bias_correction=bias_pixels is not None, bias_correction_seconds=round(bias_seconds, 2),
             validation_count=len(validation_examples),
             validation_agreement=prove(model, runtime, normalise(validation_pixels, source), validation_pixels,
                                        validation_examples, source.labels).get("top1_agreement"),
@@ -415,23 +441,40 @@ def tflite_converter(model, mode: str, calibration: np.ndarray | None = None, ve
 
 
 def convert_model(model, mode: str, calibration: np.ndarray | None = None, verbose: bool = False,
-                  float_layers: int | None = 0) -> bytes:
+                  float_layers: int | None = 0, bias_pixels: np.ndarray | None = None,
+                  normalisation: tuple[float, float] = (INPUT_MEAN, INPUT_STD)) -> bytes:
     """A Keras model -> .tflite bytes in `mode` (see MODES).
 
     calibration: float32 (N, H, W, 3) normalised training images, for int8 (uint8 in and out).
     float_layers: int8 only; up to this many layers of largest quantisation error stay in float,
     None: convert's default choice (see `float_layer_choice`); 0 quantises every layer.
+    bias_pixels: int8 only; uint8 (N, H, W, 3) images (normalised by `normalisation`, mean and
+    std) on which `bias_corrected` matches the int8 model's channel means to the float model's;
+    None: no bias correction.
     """
-    return converted_model(model, mode, calibration, verbose, float_layers)[0]
+    return converted_model(model, mode, calibration, verbose, float_layers, bias_pixels, normalisation)[0]
 
 
 def converted_model(model, mode: str, calibration: np.ndarray | None = None, verbose: bool = False,
-                    float_layers: int | None = 0) -> tuple[bytes, list[str]]:
-    """`convert_model`, and the names of the layers it left in float."""
+                    float_layers: int | None = 0, bias_pixels: np.ndarray | None = None,
+                    normalisation: tuple[float, float] = (INPUT_MEAN, INPUT_STD)) -> tuple[bytes, list[str], float]:
+    """`convert_model`, the names of the layers it left in float, and the seconds bias correction took."""
     with tflite_converter(model, mode, calibration, verbose) as converter:
-        if mode == "int8" and float_layers != 0:
-            return selectively_quantized(converter, calibration, [float_layers])[0]
-        return converter.convert(), []
+        if mode != "int8" or (float_layers == 0 and bias_pixels is None):
+            return converter.convert(), [], 0.0
+        if float_layers == 0:
+            # Bias correction's float reference is the calibrated model (float, with the int8
+            # model's tensor names), which the converter returns so, as for the debugger.
+            converter._experimental_calibrate_only = True
+            calibrated_model, float_names = converter.convert(), []
+        else:
+            calibrated_model, errors, layers = calibrated_layers(converter, calibration)
+            float_names = float_layer_choice(errors, layers, float_layers)
+        tflite_bytes = quantized_except(calibrated_model, float_names)
+    started = time.perf_counter()  # outside the block, whose silencing would hide the progress bar
+    if bias_pixels is not None:
+        tflite_bytes = bias_corrected(tflite_bytes, calibrated_model, bias_pixels, normalisation)
+    return tflite_bytes, float_names, time.perf_counter() - started
 
 
 def layer_errors(debugger) -> list[tuple[str, float]]:
@@ -563,6 +606,128 @@ def quantized_except(calibrated_model: bytes, float_names: list[str]) -> bytes:
 
     return mlir_quantize(calibrated_model, input_data_type=tf.uint8, output_data_type=tf.uint8,
                          denylisted_nodes=float_names)
+
+
+def biased_layers(tflite_bytes: bytes) -> list[tuple[str, int, int]]:
+    """(output tensor name, int32 bias tensor index, depth) of each int8 convolution, in graph order.
+
+    depth: how many such convolutions lie on the longest path from the input to it, itself
+    included. Two of the same depth never feed one another (parallel branches, as in Inception),
+    so bias correction can measure and shift them together.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAsModel(tflite_bytes, 0)
+    graph = model.Subgraphs(0)
+    kinds = {getattr(schema.BuiltinOperator, kind) for kind in BIASED_KINDS}
+    layers, depths = [], {}  # depths: tensor index -> depth of the convolutions behind it
+    for index in range(graph.OperatorsLength()):  # a .tflite lists its operators in a valid execution order
+        operator = graph.Operators(index)
+        code = model.OperatorCodes(operator.OpcodeIndex())
+        inputs = operator.InputsAsNumpy()
+        depth = max((depths.get(int(tensor), 0) for tensor in inputs if tensor >= 0), default=0)
+        if max(code.BuiltinCode(), code.DeprecatedBuiltinCode()) in kinds and len(inputs) > 2 and inputs[2] >= 0 \
+                and graph.Tensors(inputs[2]).Type() == schema.TensorType.INT32:
+            depth += 1
+            layers.append((graph.Tensors(operator.Outputs(0)).Name().decode(), int(inputs[2]), depth))
+        for output in operator.OutputsAsNumpy():
+            depths[int(output)] = depth
+    return layers
+
+
+def channel_statistics(tflite_bytes: bytes, pixels: np.ndarray, names: list[str],
+                       normalisation: tuple[float, float] = (INPUT_MEAN, INPUT_STD),
+                       progress: Callable[[], None] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per channel (last axis) of each named tensor over the uint8 images: (mean dequantised value,
+    share of its elements strictly inside the int8 range, which is where a bias shift moves them;
+    1 for a float tensor).
+
+    The images reach the model as the edge runtime feeds them: normalised by `normalisation`
+    (mean, std) for a float input, through `edge.model.quantization_table` for a quantised one.
+    Runs LiteRT's own kernels, without XNNPACK, which would hide the intermediate tensors;
+    `progress` is called after each image.
+    """
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(model_content=tflite_bytes, experimental_preserve_all_tensors=True,
+                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter.allocate_tensors()
+    details = {detail["name"]: detail for detail in interpreter.get_tensor_details()}
+    model_input = interpreter.get_input_details()[0]
+    mean, std = normalisation
+    table = None
+    if model_input["dtype"] != np.float32:
+        scale, zero_point = model_input["quantization"]
+        table = quantization_table(model_input["dtype"], scale or 1.0, zero_point, mean, std)
+    sums, linear, rows = dict.fromkeys(names, 0.0), dict.fromkeys(names, 0), dict.fromkeys(names, 0)
+    for image in pixels:
+        if model_input["dtype"] == np.float32:
+            image = (image.astype(np.float32) - np.float32(mean)) / np.float32(std)
+        elif table is not None:
+            image = table[image]
+        interpreter.set_tensor(model_input["index"], image[np.newaxis])
+        interpreter.invoke()
+        for name in names:
+            values = interpreter.get_tensor(details[name]["index"])
+            values = values.reshape(-1, values.shape[-1])
+            rows[name] += len(values)
+            scale, zero_point = details[name]["quantization"]
+            if values.dtype == np.int8:
+                linear[name] += np.sum((values > -128) & (values < 127), axis=0)
+                values = (values.astype(np.float64) - zero_point) * scale
+            else:
+                linear[name] += len(values)
+            sums[name] += values.sum(axis=0, dtype=np.float64)
+        if progress is not None:
+            progress()
+    return {name: (sums[name] / rows[name], linear[name] / rows[name]) for name in names}
+
+
+def with_bias_shift(tflite_bytes: bytes, bias_index: int, shift: np.ndarray) -> bytes:
+    """The model with the int32 bias tensor bias_index moved by `shift` (real units, per channel)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    data = bytearray(tflite_bytes)
+    model = schema.Model.GetRootAsModel(data, 0)
+    tensor = model.Subgraphs(0).Tensors(bias_index)
+    scales = tensor.Quantization().ScaleAsNumpy()  # input scale x each channel's weight scale
+    bias = model.Buffers(tensor.Buffer()).DataAsNumpy().view("<i4")  # a view into `data`
+    bias[:] = np.clip(bias.astype(np.int64) + np.round(shift / scales).astype(np.int64), -2 ** 31, 2 ** 31 - 1)
+    return bytes(data)
+
+
+def bias_corrected(tflite_bytes: bytes, float_bytes: bytes, pixels: np.ndarray,
+                   normalisation: tuple[float, float] = (INPUT_MEAN, INPUT_STD),
+                   newton_steps: int = BIAS_NEWTON_STEPS) -> bytes:
+    """Post-training bias correction: each int8 convolution's int32 bias shifted, in graph order,
+    so that its mean dequantised output per channel over the uint8 `pixels` equals that of the
+    same tensor in the float model `float_bytes` (the calibrated model, whose tensor names the
+    int8 one keeps); each layer is measured with the layers before it already corrected.
+
+    Where a fused ReLU6 or the int8 range clips part of a channel, a shift moves the mean by the
+    shift times the share of elements left unclipped: the shift is the gap divided by that share
+    (a Newton step; `newton_steps` of them, since the share changes as the shift moves elements
+    across the clipping points). Each step runs the whole model over the images, for all the
+    layers of one depth (`biased_layers`) at once. Shifting every layer at once from one run
+    instead overshoots, since each gap also holds the error that the layers before it pass on:
+    repeated, it diverged on the flowers model.
+    """
+    layers = biased_layers(tflite_bytes)
+    levels = [[(name, bias_index) for name, bias_index, depth in layers if depth == level]
+              for level in sorted({depth for _, _, depth in layers})]
+    with progress_bar() as bar:
+        task = bar.add_task("bias correction", total=(1 + newton_steps * len(levels)) * len(pixels), rate="")
+        step = lambda: bar.advance(task)  # noqa: E731
+        targets = channel_statistics(float_bytes, pixels, [name for name, _, _ in layers], normalisation, step)
+        for level in levels:
+            for _ in range(newton_steps):
+                measured = channel_statistics(tflite_bytes, pixels, [name for name, _ in level], normalisation, step)
+                for name, bias_index in level:
+                    mean, share = measured[name]
+                    shift = (targets[name][0] - mean) / np.maximum(share, MIN_LINEAR_SHARE)
+                    tflite_bytes = with_bias_shift(tflite_bytes, bias_index,
+                                                   np.where(share >= MIN_LINEAR_SHARE, shift, 0))
+    return tflite_bytes
 
 
 def prove(model, runtime, inputs: np.ndarray, pixels: np.ndarray, examples: list[tuple[str, int]],
