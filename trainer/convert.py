@@ -15,6 +15,7 @@ agreement on the validation split too, because the few test images can agree by 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import math
@@ -75,8 +76,8 @@ FLOAT_WEIGHTS_SHARE = 0.05
 # Bias correction (int8 only) measures each channel's mean output on this many calibration images,
 # with this many runs of the model per depth of convolutions (see bias_corrected). On the flowers
 # (docs/pi-cost.md) 10 and 1 kept the default's agreement of 50 and 2, at a tenth of the runs: the
-# difference between 10 and 50 images was one photo in the worst fold. An Inception v3 took 89 s
-# for it on 2 busy cores; each run is the whole model on LiteRT's builtin kernels.
+# difference between 10 and 50 images was one photo in the worst fold. An Inception v3 takes 34 s
+# for it on 2 cores (docs/convert.md); each run is the whole model on LiteRT's builtin kernels.
 BIAS_CORRECTION_IMAGES = 10
 # Operators whose int32 bias bias correction shifts.
 BIASED_KINDS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
@@ -717,7 +718,7 @@ def bias_corrected(tflite_bytes: bytes, float_bytes: bytes, pixels: np.ndarray,
               for level in sorted({depth for _, _, depth in layers})]
     with progress_bar() as bar:
         task = bar.add_task("bias correction", total=(1 + newton_steps * len(levels)) * len(pixels), rate="")
-        step = lambda: bar.advance(task)  # noqa: E731
+        step = functools.partial(bar.advance, task)
         targets = channel_statistics(float_bytes, pixels, [name for name, _, _ in layers], normalisation, step)
         for level in levels:
             for _ in range(newton_steps):
