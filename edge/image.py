@@ -176,7 +176,7 @@ def _opencv_differs(cv2) -> bool:
     that take each of its steps: halving then bilinear, halving twice then a box of 2, enlarging."""
     frame = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
     for size in ((16, 20), (11, 7), (96, 96)):
-        factor = draft_factor((64, 48), size)
+        factor = draft_factor(frame.shape[1::-1], size)
         resized = _opencv_resize_bgr(cv2, frame, factor, size)
         if resized is None or not np.array_equal(resized, resize_rgb(shrink_bgr(frame, factor), size)):
             return True

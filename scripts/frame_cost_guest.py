@@ -39,10 +39,6 @@ FRAME_SHAPES = ((480, 640), (240, 320), (1080, 1920), (96, 128), (56, 40), (482,
 BILINEAR_SIZES = ((224, 224), (160, 96), (97, 33), (500, 300), (128, 128), (160, 160), (256, 256))
 
 
-def bgr_image(frame: np.ndarray) -> Image.Image:
-    return Image.frombuffer("RGB", frame.shape[1::-1], np.ascontiguousarray(frame), "raw", "BGR", 0, 1)
-
-
 def antialiased(image: Image.Image) -> np.ndarray:
     """The trainer's resize before its bilinear step became exact integers: Pillow's, antialiased."""
     return np.asarray(image.resize(SIZE[::-1], Image.Resampling.BILINEAR))
@@ -60,7 +56,7 @@ def opencv_differences() -> dict[str, int]:
         frame = rng.integers(0, 256, (height, width + 8, 3), dtype=np.uint8)[:, :width]
         if height % 2 == 0 and width % 2 == 0:
             halved = cv2.resize(frame, (width // 2, height // 2), interpolation=cv2.INTER_AREA)[..., ::-1]
-            differences[f"INTER_AREA {width}x{height} /2"] = int(np.count_nonzero(halved != bgr_image(frame).reduce(2)))
+            differences[f"INTER_AREA {width}x{height} /2"] = int(np.count_nonzero(halved != shrink_bgr(frame, 2)))
         for size in BILINEAR_SIZES:
             exact = cv2.resize(frame, size[::-1], interpolation=cv2.INTER_LINEAR_EXACT)
             differences[f"INTER_LINEAR_EXACT {width}x{height} -> {size[1]}x{size[0]}"] = int(
@@ -81,7 +77,7 @@ def _opencv_preparations() -> dict:
         return cv2.resize(frame, (frame.shape[1] // 2, frame.shape[0] // 2), interpolation=cv2.INTER_AREA)
 
     return {
-        PREVIOUS: lambda frame: antialiased(bgr_image(halve(frame))),
+        PREVIOUS: lambda frame: antialiased(shrink_bgr(halve(frame), 1)),
         "OpenCV area 1/2, exact bilinear on 3 channels": lambda frame: cv2.cvtColor(
             cv2.resize(halve(frame), SIZE[::-1], interpolation=cv2.INTER_LINEAR_EXACT), cv2.COLOR_BGR2RGB),
         "OpenCV area 1/2, INTER_LINEAR (not exact)": lambda frame: cv2.cvtColor(
@@ -90,8 +86,8 @@ def _opencv_preparations() -> dict:
 
 
 PREPARATIONS = {
-    BASELINE: lambda frame: antialiased(bgr_image(frame)),
-    PILLOW_SHRINK: lambda frame: antialiased(bgr_image(frame).reduce(2)),
+    BASELINE: lambda frame: antialiased(shrink_bgr(frame, 1)),
+    PILLOW_SHRINK: lambda frame: antialiased(shrink_bgr(frame, 2)),
     **_opencv_preparations(),
     CURRENT: lambda frame: resize_bgr(frame, SIZE),
     "Pillow reduce 1/2, NumPy bilinear": lambda frame: resize_rgb(shrink_bgr(frame, 2), SIZE),
