@@ -47,7 +47,9 @@ import numpy as np  # noqa: E402
 from bench_int8 import Study, a76_counts, calibrated, quantized  # noqa: E402
 from bench_trust import head_arguments, tflite_scores  # noqa: E402
 from trainer import pi_cost  # noqa: E402
-from trainer.convert import DEFAULT_CALIBRATION_IMAGES, convert_model, float_layer_choice  # noqa: E402
+from trainer.convert import (  # noqa: E402
+    DEFAULT_CALIBRATION_IMAGES, convert_model, float_layer_choice, preserving_interpreter,
+)
 
 HISTOGRAM_BINS = 2048  # per feature map, over the range the calibrator recorded
 LEVELS = 256  # int8
@@ -84,12 +86,7 @@ def activation_histograms(calibrated_model: bytes, calibration: np.ndarray,
                           recorded: dict[int, tuple[float, float]]) -> dict[int, np.ndarray]:
     """Tensor index -> HISTOGRAM_BINS counts of its values over the calibration images, on its
     recorded range (which holds them all: the calibrator saw the same images)."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    # Without XNNPACK: its delegated tensors are not preserved.
-    interpreter = Interpreter(model_content=calibrated_model, experimental_preserve_all_tensors=True,
-                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    interpreter.allocate_tensors()
+    interpreter = preserving_interpreter(calibrated_model)
     input_index = interpreter.get_input_details()[0]["index"]
     histograms = {index: np.zeros(HISTOGRAM_BINS, np.int64) for index in recorded}
     for image in calibration:

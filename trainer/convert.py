@@ -636,6 +636,17 @@ def biased_layers(tflite_bytes: bytes) -> list[tuple[str, int, int]]:
     return layers
 
 
+def preserving_interpreter(tflite_bytes: bytes):
+    """A LiteRT interpreter of the model, allocated, that keeps every intermediate tensor after
+    invoke(): LiteRT's own kernels, without XNNPACK, whose delegated tensors are not kept."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(model_content=tflite_bytes, experimental_preserve_all_tensors=True,
+                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
 def channel_statistics(tflite_bytes: bytes, pixels: np.ndarray, names: list[str],
                        normalisation: tuple[float, float] = (INPUT_MEAN, INPUT_STD),
                        progress: Callable[[], None] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -644,15 +655,10 @@ def channel_statistics(tflite_bytes: bytes, pixels: np.ndarray, names: list[str]
     1 for a float tensor).
 
     The images reach the model as the edge runtime feeds them: normalised by `normalisation`
-    (mean, std) for a float input, through `edge.model.quantization_table` for a quantised one.
-    Runs LiteRT's own kernels, without XNNPACK, which would hide the intermediate tensors;
-    `progress` is called after each image.
+    (mean, std) for a float input, through `edge.model.quantization_table` for a quantised one
+    (`preserving_interpreter`); `progress` is called after each image.
     """
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    interpreter = Interpreter(model_content=tflite_bytes, experimental_preserve_all_tensors=True,
-                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    interpreter.allocate_tensors()
+    interpreter = preserving_interpreter(tflite_bytes)
     details = {detail["name"]: detail for detail in interpreter.get_tensor_details()}
     model_input = interpreter.get_input_details()[0]
     mean, std = normalisation
